@@ -1,0 +1,233 @@
+"""Connecting to a server by host or URL, with or without a managed nursery."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import sys
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+from typing import NoReturn
+
+import trio
+from trio_websocket_core import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MESSAGE_QUEUE_SIZE,
+    ConnectionTimeout,
+    DisconnectionTimeout,
+    WebSocketConnection,
+)
+from trio_websocket_core._http import Header
+
+from ._handshake import wrap_client_stream
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["connect_websocket", "connect_websocket_url", "open_websocket", "open_websocket_url"]
+
+DEFAULT_CONNECT_TIMEOUT = 60.0
+DEFAULT_DISCONNECT_TIMEOUT = 60.0
+
+_default_ssl_context: ssl.SSLContext | None = None
+
+
+def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
+    global _default_ssl_context
+    if isinstance(use_ssl, ssl.SSLContext):
+        return use_ssl
+    if use_ssl is True:
+        # Loading the CA store costs milliseconds: do it once per process.
+        if _default_ssl_context is None:
+            _default_ssl_context = ssl.create_default_context()
+        return _default_ssl_context
+    if use_ssl is False:
+        return None
+    raise TypeError(f"use_ssl must be a bool or an ssl.SSLContext, not {type(use_ssl).__name__}")
+
+
+def _host_header(host: str, port: int, default_port: int) -> str:
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return host if port == default_port else f"{host}:{port}"
+
+
+def _parse_url(url: str) -> tuple[bool, str, int, str]:
+    """Split a ws:// or wss:// URL into (secure, host, port, resource)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"WebSocket URLs start with ws:// or wss://, not {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in URL {url!r}")
+    secure = scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return secure, parts.hostname, port, resource
+
+
+async def connect_websocket(
+    nursery: trio.Nursery,
+    host: str,
+    port: int,
+    resource: str,
+    *,
+    use_ssl: bool | ssl.SSLContext,
+    subprotocols: Iterable[str] | None = None,
+    extra_headers: Iterable[Header] | None = None,
+    message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
+    max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+) -> WebSocketConnection:
+    """Connect to ``host:port`` and open a WebSocket on ``resource``.
+
+    The reader task runs in ``nursery``; closing the connection is up to
+    the caller. There is no internal timeout: wrap the call in one.
+
+    :param use_ssl: ``True`` for TLS with a default, verifying context,
+        an ``ssl.SSLContext`` to use that one, ``False`` for plain TCP.
+    :raises OSError: if the TCP connection or the TLS handshake fails.
+    :raises HandshakeError: if the WebSocket handshake fails.
+    """
+    ssl_context = _ssl_context_for(use_ssl)
+    stream: trio.abc.Stream
+    if ssl_context is None:
+        stream = await trio.open_tcp_stream(host, port)
+    else:
+        stream = await trio.open_ssl_over_tcp_stream(
+            host, port, ssl_context=ssl_context, https_compatible=True)
+    return await wrap_client_stream(
+        nursery, stream, _host_header(host, port, 443 if ssl_context else 80), resource,
+        subprotocols=subprotocols, extra_headers=extra_headers,
+        message_queue_size=message_queue_size, max_message_size=max_message_size,
+    )
+
+
+async def connect_websocket_url(
+    nursery: trio.Nursery,
+    url: str,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    subprotocols: Iterable[str] | None = None,
+    extra_headers: Iterable[Header] | None = None,
+    message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
+    max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+) -> WebSocketConnection:
+    """Like :func:`connect_websocket`, from a ``ws://`` or ``wss://`` URL.
+
+    ``ssl_context`` applies to ``wss://`` (a default, verifying context if
+    ``None``); passing one with a ``ws://`` URL is a ``ValueError``, since
+    the connection would not be encrypted.
+    """
+    secure, host, port, resource = _parse_url(url)
+    if not secure and ssl_context is not None:
+        raise ValueError(f"ssl_context given for the unencrypted URL {url!r}")
+    use_ssl: bool | ssl.SSLContext = (ssl_context or True) if secure else False
+    return await connect_websocket(
+        nursery, host, port, resource, use_ssl=use_ssl,
+        subprotocols=subprotocols, extra_headers=extra_headers,
+        message_queue_size=message_queue_size, max_message_size=max_message_size,
+    )
+
+
+def _reraise_alone(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` without the group it came in as its context."""
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context
+
+
+@contextlib.asynccontextmanager
+async def _open(
+    connect: Callable[[trio.Nursery], Awaitable[WebSocketConnection]],
+    connect_timeout: float,
+    disconnect_timeout: float,
+) -> AsyncIterator[WebSocketConnection]:
+    try:
+        async with trio.open_nursery() as nursery:
+            connection = None
+            with trio.move_on_after(connect_timeout):
+                connection = await connect(nursery)
+            if connection is None:
+                raise ConnectionTimeout(f"not connected within {connect_timeout} seconds")
+            body_raised = False
+            try:
+                yield connection
+            except BaseException:
+                body_raised = True
+                raise
+            finally:
+                with trio.move_on_after(disconnect_timeout) as scope:
+                    await connection.aclose()
+                # A failure in the block matters more than a slow close.
+                if scope.cancelled_caught and not body_raised:
+                    raise DisconnectionTimeout(
+                        f"not disconnected within {disconnect_timeout} seconds")
+    except BaseExceptionGroup as group:
+        # The nursery only holds our reader task, which never raises, so a
+        # group here wraps one exception from the block or the handshake:
+        # hand that one back as itself. Sibling Cancelled exceptions can go,
+        # since trio raises cancellation again at the next checkpoint.
+        _, rest = group.split(trio.Cancelled)
+        if rest is None or len(rest.exceptions) != 1:
+            raise
+        _reraise_alone(rest.exceptions[0])
+
+
+def open_websocket(
+    host: str,
+    port: int,
+    resource: str,
+    *,
+    use_ssl: bool | ssl.SSLContext,
+    subprotocols: Iterable[str] | None = None,
+    extra_headers: Iterable[Header] | None = None,
+    message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
+    max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+) -> contextlib.AbstractAsyncContextManager[WebSocketConnection]:
+    """Connect to ``host:port`` for the duration of an ``async with`` block.
+
+    Yields an open :class:`WebSocketConnection` and closes it when the
+    block exits, however it exits; an exception from the block comes out
+    unchanged, never wrapped in an exception group.
+
+    :raises OSError: if the TCP connection or the TLS handshake fails.
+    :raises ConnectionTimeout: if connecting takes over ``connect_timeout``.
+    :raises DisconnectionTimeout: if closing takes over ``disconnect_timeout``.
+    :raises HandshakeError: (and ``ConnectionRejected``) as for :func:`connect_websocket`.
+    """
+    async def connect(nursery: trio.Nursery) -> WebSocketConnection:
+        return await connect_websocket(
+            nursery, host, port, resource, use_ssl=use_ssl,
+            subprotocols=subprotocols, extra_headers=extra_headers,
+            message_queue_size=message_queue_size, max_message_size=max_message_size,
+        )
+    return _open(connect, connect_timeout, disconnect_timeout)
+
+
+def open_websocket_url(
+    url: str,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    subprotocols: Iterable[str] | None = None,
+    extra_headers: Iterable[Header] | None = None,
+    message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
+    max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+) -> contextlib.AbstractAsyncContextManager[WebSocketConnection]:
+    """Like :func:`open_websocket`, from a ``ws://`` or ``wss://`` URL."""
+    async def connect(nursery: trio.Nursery) -> WebSocketConnection:
+        return await connect_websocket_url(
+            nursery, url, ssl_context,
+            subprotocols=subprotocols, extra_headers=extra_headers,
+            message_queue_size=message_queue_size, max_message_size=max_message_size,
+        )
+    return _open(connect, connect_timeout, disconnect_timeout)

@@ -1,0 +1,131 @@
+"""The client's side of the opening handshake, over any trio stream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import trio
+from trio_websocket_core import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MESSAGE_QUEUE_SIZE,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+)
+from trio_websocket_core._connection import RECEIVE_SIZE
+from trio_websocket_core._http import Header, decode_headers, headers_except, receive_http_head
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.utilities import RemoteProtocolError
+
+__all__ = ["wrap_client_stream"]
+
+logger = logging.getLogger("trio_websocket_client")
+
+# Headers the handshake writes itself; a user's copy would duplicate them.
+_RESERVED = frozenset({
+    b"host", b"upgrade", b"connection", b"sec-websocket-key",
+    b"sec-websocket-version", b"sec-websocket-protocol", b"sec-websocket-extensions",
+})
+
+
+async def wrap_client_stream(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    *,
+    subprotocols: Iterable[str] | None = None,
+    extra_headers: Iterable[Header] | None = None,
+    message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
+    max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+) -> WebSocketConnection:
+    """Run the client handshake over an already connected stream.
+
+    ``host`` goes into the ``Host`` header as given; ``resource`` is the
+    path (and query) requested. The connection's reader task runs in
+    ``nursery``. On any failure the stream is closed.
+
+    :raises ConnectionRejected: if the server answers with an HTTP error.
+    :raises HandshakeError: if the server's answer is not a valid upgrade.
+    """
+    try:
+        return await _handshake(
+            nursery, stream, host, resource, list(subprotocols or ()),
+            headers_except(extra_headers, _RESERVED), message_queue_size, max_message_size,
+        )
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+async def _handshake(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    subprotocols: list[str],
+    extra_headers: list[tuple[bytes, bytes]],
+    message_queue_size: float,
+    max_message_size: float,
+) -> WebSocketConnection:
+    ws = WSConnection(ConnectionType.CLIENT)
+    request = Request(host=host, target=resource, subprotocols=subprotocols,
+                      extra_headers=extra_headers)
+    try:
+        await stream.send_all(ws.send(request))
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        if isinstance(exc.__cause__, OSError):
+            raise exc.__cause__ from None  # a TLS failure is a network error, as in connect
+        raise HandshakeError(f"connection lost during the opening handshake: {exc!r}") from exc
+    head, rest = await receive_http_head(stream)
+    try:
+        ws.receive_data(head)
+        response = next(ws.events(), None)
+    except RemoteProtocolError as exc:
+        raise HandshakeError(f"invalid handshake response: {exc}") from exc
+    if isinstance(response, AcceptConnection):
+        protocol = ws.connection
+        assert protocol is not None
+        if rest:
+            protocol.receive_data(rest)  # frames the server sent right behind the handshake
+        return WebSocketConnection(
+            nursery, stream, protocol,
+            path=resource,
+            subprotocol=response.subprotocol,
+            handshake_headers=decode_headers(response.extra_headers),
+            message_queue_size=message_queue_size,
+            max_message_size=max_message_size,
+        )
+    if isinstance(response, RejectConnection):
+        body = await _rejection_body(stream, ws, rest, max_message_size) if response.has_body else b""
+        logger.debug("server rejected the handshake with HTTP %d", response.status_code)
+        raise ConnectionRejected(response.status_code, tuple(response.headers), body or None)
+    raise HandshakeError(f"unexpected handshake response: {response!r}")
+
+
+async def _rejection_body(
+    stream: trio.abc.Stream, ws: WSConnection, data: bytes, limit: float
+) -> bytes:
+    """Collect a rejection's body, up to ``limit`` bytes or until the stream ends."""
+    body = bytearray()
+    while True:
+        if data:
+            try:
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, RejectData):
+                        body += event.data
+                        if event.body_finished:
+                            return bytes(body)
+            except RemoteProtocolError:
+                return bytes(body)
+        if len(body) >= limit:
+            return bytes(body)
+        try:
+            data = await stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return bytes(body)
+        if not data:
+            return bytes(body)

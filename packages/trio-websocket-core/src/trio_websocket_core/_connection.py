@@ -1,0 +1,384 @@
+"""An open WebSocket connection over a trio stream.
+
+The protocol state lives in a wsproto ``Connection`` (Sans-IO, past the
+opening handshake); this module only moves bytes and events between it, the
+stream and the user. One background task per connection reads; any task may
+write.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import trio
+from wsproto.connection import Connection as ProtocolConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from ._close_reason import CloseReason, check_sendable_close_code
+from ._endpoint import Endpoint, stream_endpoints
+from ._exceptions import ConnectionClosed
+from ._pings import PingTracker
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MESSAGE_QUEUE_SIZE",
+    "RECEIVE_SIZE",
+    "WebSocketConnection",
+]
+
+logger = logging.getLogger("trio_websocket_core")
+
+DEFAULT_MESSAGE_QUEUE_SIZE = 1
+DEFAULT_MAX_MESSAGE_SIZE = 2**20
+#: Bytes asked of the stream per read: large reads mean fewer trips through the loop.
+RECEIVE_SIZE = 2**16
+
+_OPEN = ConnectionState.OPEN
+_CLOSED = ConnectionState.CLOSED
+_REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
+
+
+class WebSocketConnection(trio.abc.AsyncResource):
+    """An open WebSocket: send and receive messages, ping the peer, close.
+
+    Obtain one from the client functions or from
+    ``WebSocketRequest.accept()``; building one directly needs a stream whose
+    opening handshake is already done. Using it as an async context manager
+    closes it on exit.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        protocol: ProtocolConnection,
+        *,
+        path: str,
+        subprotocol: str | None = None,
+        handshake_headers: Sequence[tuple[str, str]] = (),
+        message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
+        max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        """Take over ``stream`` and start the reader task in ``nursery``.
+
+        ``protocol`` must be the wsproto connection produced by the opening
+        handshake, already fed any bytes that arrived after it.
+        """
+        self._stream = stream
+        self._protocol = protocol
+        self._path = path
+        self._subprotocol = subprotocol
+        self._handshake_headers = tuple(handshake_headers)
+        self._max_message_size = max_message_size
+        self._local, self._remote = stream_endpoints(stream)
+        self._closed: CloseReason | None = None
+        self._send_channel, self._receive_channel = trio.open_memory_channel[str | bytes](
+            message_queue_size
+        )
+        self._fragments: list[str | bytes] = []
+        self._fragments_size = 0
+        self._pings = PingTracker()
+        # Writes: one task at a time owns the stream; others append to
+        # _unsent and park until the owner has flushed it with its own data.
+        self._writing = False
+        self._unsent = bytearray()
+        self._flushed = trio.lowlevel.ParkingLot()
+        self._broken = False
+        self._reader_scope = trio.CancelScope()
+        self._reader_done = trio.Event()
+        nursery.start_soon(self._read_loop)
+
+    # -- metadata -----------------------------------------------------------
+
+    @property
+    def closed(self) -> CloseReason | None:
+        """Why the connection closed, or ``None`` while it is open.
+
+        Set as soon as either side starts the closing handshake, or when the
+        connection is lost (code 1006).
+        """
+        return self._closed
+
+    @property
+    def is_client(self) -> bool:
+        """True for the end that opened the connection."""
+        return self._protocol.client
+
+    @property
+    def is_server(self) -> bool:
+        """True for the end that accepted the connection."""
+        return not self._protocol.client
+
+    @property
+    def local(self) -> Endpoint | str:
+        """This end of the connection (a string for non-TCP streams)."""
+        return self._local
+
+    @property
+    def remote(self) -> Endpoint | str:
+        """The peer's end of the connection (a string for non-TCP streams)."""
+        return self._remote
+
+    @property
+    def path(self) -> str:
+        """The requested resource: path and query string of the URL."""
+        return self._path
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol both ends agreed on, or ``None``."""
+        return self._subprotocol
+
+    @property
+    def handshake_headers(self) -> tuple[tuple[str, str], ...]:
+        """Headers the peer sent in the opening handshake, names in lower case."""
+        return self._handshake_headers
+
+    def __repr__(self) -> str:
+        role = "client" if self._protocol.client else "server"
+        return f"<WebSocketConnection {role} remote={self._remote} closed={self._closed}>"
+
+    # -- messages -----------------------------------------------------------
+
+    async def get_message(self) -> str | bytes:
+        """Return the next message, waiting for one if none is queued.
+
+        After the peer closes, queued messages are still returned first.
+        After a local ``aclose()`` they are dropped.
+
+        :raises ConnectionClosed: once the connection is closed and no
+            message is left.
+        """
+        try:
+            return await self._receive_channel.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            assert self._closed is not None
+            raise ConnectionClosed(self._closed) from None
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (bytes-like) message.
+
+        Returns once the message is handed to the transport. Cancelling a
+        send that is blocked on a slow peer aborts the connection (1006),
+        since part of a frame may be on the wire.
+
+        :raises ConnectionClosed: if the connection is closed or closing.
+        :raises TypeError: for anything but ``str`` or bytes-like.
+        """
+        if self._closed is not None:
+            raise ConnectionClosed(self._closed)
+        if isinstance(message, str):
+            data = self._protocol.send(TextMessage(data=message))
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            data = self._protocol.send(BytesMessage(data=message))
+        else:
+            raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
+        await self._write(data)
+
+    # -- pings --------------------------------------------------------------
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        """Send a ping and wait for the matching pong.
+
+        A pong also answers every ping sent before its own. Without a
+        payload, a random unique 4-byte one is used.
+
+        :raises ConnectionClosed: if the connection closes before the pong.
+        :raises ValueError: if a ping with the same payload is in flight.
+        """
+        if self._closed is not None:
+            raise ConnectionClosed(self._closed)
+        payload = self._pings.unique_payload() if payload is None else bytes(payload)
+        answered = self._pings.register(payload)
+        try:
+            await self._write(self._protocol.send(Ping(payload=payload)))
+            await answered.wait()
+        finally:
+            unanswered = self._pings.forget(payload, answered)
+        if unanswered:
+            assert self._closed is not None
+            raise ConnectionClosed(self._closed)
+
+    async def pong(self, payload: bytes | None = None) -> None:
+        """Send an unsolicited pong, for a one-way heartbeat.
+
+        :raises ConnectionClosed: if the connection is closed or closing.
+        """
+        if self._closed is not None:
+            raise ConnectionClosed(self._closed)
+        await self._write(self._protocol.send(Pong(payload=bytes(payload or b""))))
+
+    # -- closing ------------------------------------------------------------
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close the connection and wait until the transport is closed.
+
+        Starts the closing handshake unless one is under way, drops queued
+        messages, and returns when the peer has answered (or the transport is
+        gone). Calling it again is harmless. If cancelled, the connection is
+        aborted without waiting, as trio's ``aclose`` convention asks.
+
+        :raises ValueError: for a close code that may not be sent.
+        """
+        check_sendable_close_code(code)
+        self._receive_channel.close()
+        try:
+            try:
+                await self._start_close(code, reason)
+            except ConnectionClosed:
+                pass  # the transport broke; the connection is already aborted
+            await self._reader_done.wait()
+        except BaseException:
+            self._abort()
+            raise
+
+    async def _start_close(self, code: int, reason: str | None) -> None:
+        if self._closed is not None:
+            return
+        self._closed = CloseReason(code, reason)
+        self._send_channel.close()
+        if self._protocol.state is _OPEN:
+            await self._write(self._protocol.send(CloseConnection(code=code, reason=reason)))
+
+    def _abort(self) -> None:
+        """Give up on the closing handshake: the reader closes the transport."""
+        self._broken = True
+        if self._closed is None:
+            self._closed = CloseReason(1006, None)
+        self._send_channel.close()
+        self._reader_scope.cancel()
+
+    # -- writing ------------------------------------------------------------
+
+    async def _write(self, data: bytes | bytearray) -> None:
+        """Send ``data``, coalescing with writes that queue up meanwhile.
+
+        Any failure once bytes may be on the wire leaves the frame stream
+        corrupt, so it aborts the connection.
+        """
+        if self._writing:
+            self._unsent += data
+            await self._flushed.park()
+            if self._broken:
+                raise ConnectionClosed(self._closed or CloseReason(1006, None))
+            return
+        if self._broken:
+            raise ConnectionClosed(self._closed or CloseReason(1006, None))
+        # Raise a pending cancellation now, before a single byte is sent.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._writing = True
+        try:
+            await self._stream.send_all(data)
+            while self._unsent:
+                data, self._unsent = self._unsent, bytearray()
+                await self._stream.send_all(data)
+        except BaseException as exc:
+            self._abort()
+            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
+                assert self._closed is not None
+                raise ConnectionClosed(self._closed) from exc
+            raise
+        finally:
+            self._writing = False
+            self._flushed.unpark_all()
+
+    # -- reading ------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        stream = self._stream
+        protocol = self._protocol
+        try:
+            with self._reader_scope:
+                try:
+                    keep_reading = await self._handle_events()
+                    while keep_reading:
+                        try:
+                            data = await stream.receive_some(RECEIVE_SIZE)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            break
+                        if not data:
+                            break
+                        if protocol.state is _CLOSED:
+                            continue  # handshake done; a client waits for the server's EOF
+                        protocol.receive_data(data)
+                        keep_reading = await self._handle_events()
+                except ConnectionClosed:
+                    pass  # a write failed and aborted the connection
+        finally:
+            try:
+                if self._closed is None:
+                    self._closed = CloseReason(1006, None)
+                self._send_channel.close()
+                self._pings.abandon_all()
+                await trio.aclose_forcefully(stream)
+            finally:
+                self._reader_done.set()
+
+    async def _handle_events(self) -> bool:
+        """Act on every event the protocol has ready; return False to stop reading."""
+        protocol = self._protocol
+        for event in protocol.events():
+            kind = type(event)
+            if kind is TextMessage or kind is BytesMessage:
+                await self._on_data(event)  # type: ignore[arg-type]
+            elif kind is Ping:
+                if protocol.state is _OPEN:
+                    await self._write(protocol.send(event.response()))  # type: ignore[attr-defined]
+            elif kind is Pong:
+                self._pings.acknowledge(bytes(event.payload))  # type: ignore[attr-defined]
+            elif kind is CloseConnection:
+                return await self._on_close_frame(event)  # type: ignore[arg-type]
+        return True
+
+    async def _on_data(self, event: TextMessage | BytesMessage) -> None:
+        if self._closed is not None:
+            return  # closing: nothing more is delivered
+        data: str | bytes = event.data
+        size = self._fragments_size + len(data)
+        if size > self._max_message_size:
+            self._fragments.clear()
+            self._fragments_size = 0
+            limit = self._max_message_size
+            shown = "unlimited" if limit == math.inf else f"{int(limit)} bytes"
+            logger.debug("closing %s: message over the limit of %s", self._remote, shown)
+            await self._start_close(1009, f"message exceeds the limit of {shown}")
+            return
+        if not event.message_finished:
+            self._fragments.append(data)
+            self._fragments_size = size
+            return
+        if self._fragments:
+            self._fragments.append(data)
+            data = data[:0].join(self._fragments)  # type: ignore[arg-type]
+            self._fragments.clear()
+            self._fragments_size = 0
+        try:
+            await self._send_channel.send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # closed locally meanwhile: queued messages are dropped
+
+    async def _on_close_frame(self, event: CloseConnection) -> bool:
+        protocol = self._protocol
+        state = protocol.state
+        if state is _REMOTE_CLOSING:
+            # The peer started the closing handshake: record why, then answer.
+            if self._closed is None:
+                self._closed = CloseReason(event.code, event.reason)
+            self._send_channel.close()
+            await self._write(protocol.send(event.response()))
+        elif state is not _CLOSED:
+            # wsproto reports a frame it cannot parse as a CloseConnection
+            # that leaves the state alone: fail the connection with that code.
+            logger.debug("protocol error from %s: %s", self._remote, event.reason)
+            if state is _OPEN:
+                if self._closed is None:
+                    self._closed = CloseReason(event.code, event.reason)
+                self._send_channel.close()
+                await self._write(protocol.send(CloseConnection(event.code, event.reason)))
+            return False
+        # The closing handshake is complete. RFC 6455 7.1.1: the server
+        # closes TCP first, so a client keeps reading until it sees EOF.
+        return protocol.client

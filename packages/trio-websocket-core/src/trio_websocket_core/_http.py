@@ -1,0 +1,86 @@
+"""Reading the HTTP head of an opening handshake off a stream.
+
+wsproto parses the head; this module bounds it and splits it from whatever
+follows, so bytes sent right after the handshake (frames, or a rejection's
+body) are never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import trio
+
+from ._connection import RECEIVE_SIZE
+from ._exceptions import HandshakeError
+
+__all__ = [
+    "MAX_HEAD_SIZE",
+    "Header",
+    "HeadTooLarge",
+    "decode_headers",
+    "headers_except",
+    "receive_http_head",
+]
+
+Header = tuple[bytes | str, bytes | str]
+
+#: Largest request or response head accepted, the same bound h11 uses.
+MAX_HEAD_SIZE = 16 * 1024
+
+
+class HeadTooLarge(HandshakeError):
+    """The peer's HTTP head did not end within ``MAX_HEAD_SIZE`` bytes."""
+
+
+async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
+    """Read until the blank line that ends an HTTP head.
+
+    Returns ``(head, rest)``: the head including its final CRLF CRLF, and
+    any bytes that arrived after it.
+
+    :raises HandshakeError: if the stream ends or breaks first.
+    :raises HeadTooLarge: if the head exceeds ``MAX_HEAD_SIZE``.
+    """
+    buffer = bytearray()
+    while True:
+        try:
+            data = await stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise HandshakeError(f"connection lost during the opening handshake: {exc!r}") from exc
+        if not data:
+            raise HandshakeError("connection closed during the opening handshake")
+        search_from = max(0, len(buffer) - 3)
+        buffer += data
+        end = buffer.find(b"\r\n\r\n", search_from)
+        if end >= 0:
+            end += 4
+            if end > MAX_HEAD_SIZE:
+                raise HeadTooLarge(f"HTTP head longer than {MAX_HEAD_SIZE} bytes")
+            return bytes(buffer[:end]), bytes(buffer[end:])
+        if len(buffer) > MAX_HEAD_SIZE:
+            raise HeadTooLarge(f"HTTP head longer than {MAX_HEAD_SIZE} bytes")
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else bytes(value)
+
+
+def headers_except(
+    headers: Iterable[Header] | None, reserved: frozenset[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """The user's extra headers as bytes, minus the ones the handshake itself sets."""
+    result = []
+    for name, value in headers or ():
+        name_bytes = _as_bytes(name)
+        if name_bytes.lower() not in reserved:
+            result.append((name_bytes, _as_bytes(value)))
+    return result
+
+
+def decode_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    """Headers as text with lower-case names; latin-1 keeps every byte."""
+    return tuple(
+        (bytes(name).decode("latin-1").lower(), bytes(value).decode("latin-1"))
+        for name, value in headers
+    )

@@ -1,0 +1,165 @@
+"""Serving WebSockets over TCP listeners, one handler call per connection."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
+
+import trio
+from trio_websocket_core import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MESSAGE_QUEUE_SIZE,
+    ConnectionClosed,
+    Endpoint,
+    HandshakeError,
+)
+from trio_websocket_core._endpoint import socket_endpoint
+
+from ._request import WebSocketRequest, wrap_server_stream
+
+__all__ = ["Handler", "WebSocketServer", "serve_websocket"]
+
+logger = logging.getLogger("trio_websocket_server")
+
+DEFAULT_CONNECT_TIMEOUT = 60.0
+DEFAULT_DISCONNECT_TIMEOUT = 60.0
+
+Handler = Callable[[WebSocketRequest], Awaitable[Any]]
+
+
+class WebSocketServer:
+    """Runs ``handler`` for every WebSocket request that arrives on ``listeners``.
+
+    Each connection is independent: a bad handshake, a protocol error, a
+    vanished client or a handler that raises closes that connection only.
+    A handler that raises is logged at ERROR on the ``trio_websocket_server``
+    logger; its connection is closed with 1011 (or answered with HTTP 500 if
+    it had not accepted yet). A handler that returns without answering the
+    request gets HTTP 403 sent for it.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        handler_nursery: trio.Nursery | None = None,
+        message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
+        max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+    ) -> None:
+        """Prepare to serve; nothing is accepted until :meth:`run`."""
+        if not listeners:
+            raise ValueError("a server needs at least one listener")
+        self._handler = handler
+        self._listeners = list(listeners)
+        self._handler_nursery = handler_nursery
+        self._message_queue_size = message_queue_size
+        self._max_message_size = max_message_size
+        self._connect_timeout = connect_timeout
+        self._disconnect_timeout = disconnect_timeout
+
+    @property
+    def listeners(self) -> list[Endpoint | str]:
+        """Where the server listens: an :class:`Endpoint` per TCP listener, else text."""
+        found: list[Endpoint | str] = []
+        for listener in self._listeners:
+            is_ssl = isinstance(listener, trio.SSLListener)
+            inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+            if isinstance(inner, trio.SocketListener):
+                found.append(socket_endpoint(inner.socket, is_ssl, peer=False))
+            else:
+                found.append(repr(listener))
+        return found
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on.
+
+        :raises RuntimeError: if the listeners are not TCP, or listen on
+            different ports (possible with ``host=None`` and port 0).
+        """
+        ports = {ep.port for ep in self.listeners if isinstance(ep, Endpoint)}
+        if len(ports) != 1:
+            raise RuntimeError(f"no single TCP port: listening on {self.listeners}")
+        return ports.pop()
+
+    async def run(self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Serve until cancelled; with ``nursery.start``, report ``self`` once listening."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(
+                trio.serve_listeners, self._serve_connection, self._listeners,
+                handler_nursery=self._handler_nursery,
+            ))
+            task_status.started(self)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        async with trio.open_nursery() as nursery:
+            request = None
+            with trio.move_on_after(self._connect_timeout):
+                try:
+                    request = await wrap_server_stream(
+                        nursery, stream, self._message_queue_size, self._max_message_size)
+                except HandshakeError as exc:
+                    logger.debug("handshake failed: %s", exc)
+                    return
+            if request is None:
+                logger.debug("no handshake within %s seconds", self._connect_timeout)
+                return  # wrap_server_stream closed the stream when it was cancelled
+            await self._run_handler(request)
+
+    async def _run_handler(self, request: WebSocketRequest) -> None:
+        failed = False
+        try:
+            await self._handler(request)
+        except ConnectionClosed as exc:
+            logger.debug("connection from %s closed under its handler: %s", request.remote, exc)
+        except Exception:
+            failed = True
+            logger.exception("handler for %s raised", request.remote)
+        finally:
+            connection = request._connection
+            if connection is not None:
+                with trio.move_on_after(self._disconnect_timeout):
+                    await connection.aclose(1011 if failed else 1000)
+            elif not request._answered:
+                await request.reject(500 if failed else 403)
+
+
+async def serve_websocket(
+    handler: Handler,
+    host: str | bytes | None,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    handler_nursery: trio.Nursery | None = None,
+    message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
+    max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Listen on ``host:port`` and serve WebSockets until cancelled.
+
+    Use ``server = await nursery.start(serve_websocket, ...)`` to get the
+    :class:`WebSocketServer` once it is listening (port 0 picks a free
+    port: read it from ``server.port``). ``host=None`` binds every
+    interface. ``ssl_context`` turns on TLS (``wss://``).
+    """
+    listeners: Sequence[trio.abc.Listener[Any]]
+    if ssl_context is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    else:
+        listeners = await trio.open_ssl_over_tcp_listeners(
+            port, ssl_context, host=host, https_compatible=True)
+    server = WebSocketServer(
+        handler, listeners, handler_nursery=handler_nursery,
+        message_queue_size=message_queue_size, max_message_size=max_message_size,
+        connect_timeout=connect_timeout, disconnect_timeout=disconnect_timeout,
+    )
+    await server.run(task_status=task_status)

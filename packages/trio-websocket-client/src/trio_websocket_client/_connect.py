@@ -8,9 +8,8 @@ import sys
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
-from typing import NoReturn
-
 import trio
+
 from trio_websocket_core import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
@@ -132,51 +131,47 @@ async def connect_websocket_url(
     )
 
 
-def _reraise_alone(exc: BaseException) -> NoReturn:
-    """Raise ``exc`` without the group it came in as its context."""
-    context = exc.__context__
-    try:
-        raise exc
-    finally:
-        exc.__context__ = context
-        del exc, context
-
-
 @contextlib.asynccontextmanager
 async def _open(
     connect: Callable[[trio.Nursery], Awaitable[WebSocketConnection]],
     connect_timeout: float,
     disconnect_timeout: float,
 ) -> AsyncIterator[WebSocketConnection]:
+    # Exceptions from the handshake or the block are held outside the
+    # nursery and raised after it: inside, trio would wrap them in an
+    # ExceptionGroup, and its cancel scope would rebuild a user's own group.
+    failure: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             connection = None
-            with trio.move_on_after(connect_timeout):
-                connection = await connect(nursery)
-            if connection is None:
-                raise ConnectionTimeout(f"not connected within {connect_timeout} seconds")
-            body_raised = False
             try:
-                yield connection
-            except BaseException:
-                body_raised = True
-                raise
-            finally:
-                with trio.move_on_after(disconnect_timeout) as scope:
-                    await connection.aclose()
-                # A failure in the block matters more than a slow close.
-                if scope.cancelled_caught and not body_raised:
-                    raise DisconnectionTimeout(
-                        f"not disconnected within {disconnect_timeout} seconds")
-    except BaseExceptionGroup as group:
-        # The nursery only holds our reader task, which never raises, so a
-        # group here wraps one exception from the block or the handshake:
-        # hand that one back as itself. Sibling Cancelled exceptions can go,
-        # since trio raises cancellation again at the next checkpoint.
-        _, rest = group.split(trio.Cancelled)
-        if rest is None or len(rest.exceptions) != 1:
+                with trio.move_on_after(connect_timeout):
+                    connection = await connect(nursery)
+                if connection is None:
+                    raise ConnectionTimeout(f"not connected within {connect_timeout} seconds")
+            except BaseException as exc:
+                failure = exc
+            if connection is not None:
+                try:
+                    yield connection
+                except BaseException as exc:
+                    failure = exc
+                try:
+                    with trio.move_on_after(disconnect_timeout) as scope:
+                        await connection.aclose()
+                    # A failure in the block matters more than a slow close.
+                    if scope.cancelled_caught and failure is None:
+                        failure = DisconnectionTimeout(
+                            f"not disconnected within {disconnect_timeout} seconds")
+                except BaseException as exc:  # cancelled from outside while closing
+                    failure = failure or exc
+    except BaseExceptionGroup:
+        # Only cancellation can get here (our reader task never raises), and
+        # trio raises that again at the next checkpoint if it still applies.
+        if failure is None:
             raise
-        _reraise_alone(rest.exceptions[0])
+    if failure is not None:
+        raise failure
 
 
 def open_websocket(

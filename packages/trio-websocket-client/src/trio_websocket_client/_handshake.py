@@ -6,6 +6,10 @@ import logging
 from collections.abc import Iterable
 
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.utilities import RemoteProtocolError
+
 from trio_websocket_core import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
@@ -15,9 +19,6 @@ from trio_websocket_core import (
 )
 from trio_websocket_core._connection import RECEIVE_SIZE
 from trio_websocket_core._http import Header, decode_headers, headers_except, receive_http_head
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
-from wsproto.utilities import RemoteProtocolError
 
 __all__ = ["wrap_client_stream"]
 
@@ -99,21 +100,23 @@ async def _handshake(
             max_message_size=max_message_size,
         )
     if isinstance(response, RejectConnection):
-        body = await _rejection_body(stream, ws, rest, max_message_size) if response.has_body else b""
+        body = b""
+        if response.has_body:
+            body = await _rejection_body(stream, ws, rest, max_message_size)
         logger.debug("server rejected the handshake with HTTP %d", response.status_code)
         raise ConnectionRejected(response.status_code, tuple(response.headers), body or None)
     raise HandshakeError(f"unexpected handshake response: {response!r}")
 
 
 async def _rejection_body(
-    stream: trio.abc.Stream, ws: WSConnection, data: bytes, limit: float
+    stream: trio.abc.Stream, ws: WSConnection, data: bytes | bytearray, limit: float
 ) -> bytes:
     """Collect a rejection's body, up to ``limit`` bytes or until the stream ends."""
     body = bytearray()
     while True:
         if data:
             try:
-                ws.receive_data(data)
+                ws.receive_data(bytes(data))
                 for event in ws.events():
                     if isinstance(event, RejectData):
                         body += event.data

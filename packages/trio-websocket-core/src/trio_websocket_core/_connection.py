@@ -303,7 +303,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                             break
                         if protocol.state is _CLOSED:
                             continue  # handshake done; a client waits for the server's EOF
-                        protocol.receive_data(data)
+                        protocol.receive_data(data)  # type: ignore[arg-type]  # bytes-like is fine
                         keep_reading = await self._handle_events()
                 except ConnectionClosed:
                     pass  # a write failed and aborted the connection
@@ -336,7 +336,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _on_data(self, event: TextMessage | BytesMessage) -> None:
         if self._closed is not None:
             return  # closing: nothing more is delivered
-        data: str | bytes = event.data
+        data: str | bytes = event.data  # type: ignore[assignment]  # wsproto yields bytes
         size = self._fragments_size + len(data)
         if size > self._max_message_size:
             self._fragments.clear()

@@ -16,8 +16,8 @@ from ._exceptions import HandshakeError
 
 __all__ = [
     "MAX_HEAD_SIZE",
-    "Header",
     "HeadTooLarge",
+    "Header",
     "decode_headers",
     "headers_except",
     "receive_http_head",

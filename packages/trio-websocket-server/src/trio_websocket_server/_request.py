@@ -7,6 +7,10 @@ import logging
 from collections.abc import Iterable
 
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.utilities import RemoteProtocolError
+
 from trio_websocket_core import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
@@ -24,9 +28,6 @@ from trio_websocket_core._http import (
     headers_except,
     receive_http_head,
 )
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
-from wsproto.utilities import RemoteProtocolError
 
 __all__ = ["WebSocketRequest", "wrap_server_stream"]
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import trio
+
 from trio_websocket_core import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
@@ -69,7 +70,7 @@ class WebSocketServer:
         found: list[Endpoint | str] = []
         for listener in self._listeners:
             is_ssl = isinstance(listener, trio.SSLListener)
-            inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+            inner = listener.transport_listener if is_ssl else listener  # type: ignore[attr-defined]
             if isinstance(inner, trio.SocketListener):
                 found.append(socket_endpoint(inner.socket, is_ssl, peer=False))
             else:
@@ -88,7 +89,9 @@ class WebSocketServer:
             raise RuntimeError(f"no single TCP port: listening on {self.listeners}")
         return ports.pop()
 
-    async def run(self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+    async def run(
+        self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         """Serve until cancelled; with ``nursery.start``, report ``self`` once listening."""
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(

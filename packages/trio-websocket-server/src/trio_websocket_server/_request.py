@@ -217,29 +217,38 @@ async def wrap_server_stream(
 
     :raises HandshakeError: if the client sent no valid handshake.
     """
-    ws = WSConnection(ConnectionType.SERVER)
+    # Failures are logged before the stream is closed: closing is a
+    # checkpoint, where a server shutting down would cancel the log line.
     try:
         head, rest = await receive_http_head(stream)
-        try:
-            ws.receive_data(head)
-            event = next(ws.events(), None)
-        except RemoteProtocolError as exc:
-            hint = exc.event_hint
-            status, headers = 400, []
-            if isinstance(hint, RejectConnection):
-                status, headers = hint.status_code, list(hint.headers)
-            await refuse(stream, status, headers)
-            raise HandshakeError(f"invalid handshake request: {exc}") from exc
-        except (ValueError, UnicodeError) as exc:  # e.g. a Host header idna cannot decode
-            await refuse(stream, 400)
-            raise HandshakeError(f"invalid handshake request: {exc!r}") from exc
-        if not isinstance(event, Request):
-            await refuse(stream, 400)
-            raise HandshakeError(f"not a WebSocket request: {event!r}")
-    except HeadTooLarge:
+    except HeadTooLarge as exc:
+        logger.debug("refusing a handshake with HTTP 431: %s", exc)
         await refuse(stream, 431)
+        raise
+    except HandshakeError as exc:
+        logger.debug("handshake failed: %s", exc)
+        await trio.aclose_forcefully(stream)
         raise
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+    ws = WSConnection(ConnectionType.SERVER)
+    status: int = 400
+    headers: list[tuple[bytes, bytes]] = []
+    try:
+        ws.receive_data(head)
+        event = next(ws.events(), None)
+        problem = None if isinstance(event, Request) else f"not a WebSocket request: {event!r}"
+    except RemoteProtocolError as exc:
+        hint = exc.event_hint
+        if isinstance(hint, RejectConnection):
+            status, headers = hint.status_code, list(hint.headers)
+        problem = f"invalid handshake request: {exc}"
+    except (ValueError, UnicodeError) as exc:  # e.g. a Host header idna cannot decode
+        problem = f"invalid handshake request: {exc!r}"
+    if problem is not None:
+        logger.debug("refusing a handshake with HTTP %d: %s", status, problem)
+        await refuse(stream, status, headers)
+        raise HandshakeError(problem)
+    assert isinstance(event, Request)
     return WebSocketRequest(nursery, stream, ws, event, rest, message_queue_size, max_message_size)

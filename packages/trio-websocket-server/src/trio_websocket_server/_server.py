@@ -108,9 +108,8 @@ class WebSocketServer:
                 try:
                     request = await wrap_server_stream(
                         nursery, stream, self._message_queue_size, self._max_message_size)
-                except HandshakeError as exc:
-                    logger.debug("handshake failed: %s", exc)
-                    return
+                except HandshakeError:
+                    return  # answered, closed and logged by wrap_server_stream
             if request is None:
                 logger.debug("no handshake within %s seconds", self._connect_timeout)
                 return  # wrap_server_stream closed the stream when it was cancelled

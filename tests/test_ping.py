@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, Ping, Pong
+from wsproto.events import AcceptConnection, BytesMessage, Ping, Pong, TextMessage
 
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
@@ -127,3 +127,34 @@ async def test_ping_against_our_own_server(echo_server: trio.abc.Stream) -> None
         with trio.fail_after(5):
             await ws.ping()
             await ws.ping(b"named")
+
+
+async def test_reader_answers_pings_while_a_large_send_is_under_way(
+        nursery: trio.Nursery) -> None:
+    # No buffering at all: the client's big send only progresses as the peer reads.
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    peer = RawPeer(server_stream, ConnectionType.SERVER)
+
+    async def answer() -> None:
+        await peer.next_event()
+        await peer.send(AcceptConnection())
+
+    nursery.start_soon(answer)
+    client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+    big = b"b" * 2**20
+    nursery.start_soon(client.send_message, big)
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(5):
+        # The peer pings and then talks before reading; a reader stuck behind
+        # the big send would never take these bytes, and both sides would hang.
+        await peer.send(Ping(payload=b"during"))
+        await peer.send(TextMessage("meanwhile"))
+        assert await client.get_message() == "meanwhile"
+        received = b""
+        while True:
+            event = await peer.next_event()
+            if isinstance(event, BytesMessage):
+                received += event.data
+            elif isinstance(event, Pong):
+                break
+        assert received == big

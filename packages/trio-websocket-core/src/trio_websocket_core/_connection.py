@@ -326,7 +326,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 await self._on_data(event)  # type: ignore[arg-type]
             elif kind is Ping:
                 if protocol.state is _OPEN:
-                    await self._write(protocol.send(event.response()))  # type: ignore[attr-defined]
+                    pong = protocol.send(event.response())  # type: ignore[attr-defined]
+                    if self._writing:
+                        # Ride along with the write under way rather than stop
+                        # reading until it ends (it may be a large message).
+                        self._unsent += pong
+                    else:
+                        await self._write(pong)
             elif kind is Pong:
                 self._pings.acknowledge(bytes(event.payload))  # type: ignore[attr-defined]
             elif kind is CloseConnection:

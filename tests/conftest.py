@@ -11,13 +11,15 @@ import pytest
 import trio
 import trio.testing
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Event, Request
+from wsproto.events import AcceptConnection, Event, Request
 
 from trio_websocket import (
     ConnectionClosed,
+    WebSocketConnection,
     WebSocketRequest,
     WebSocketServer,
     serve_websocket,
+    wrap_client_stream,
 )
 
 HOST = "127.0.0.1"
@@ -82,6 +84,22 @@ class RawPeer:
         """Send a handshake request and return the server's answer."""
         await self.send(Request(host="localhost", target=target, **request))
         return await self.next_event()
+
+
+async def client_and_raw_server(
+    nursery: trio.Nursery, streams: tuple[Any, Any] | None = None
+) -> tuple[WebSocketConnection, RawPeer]:
+    """Our client, connected over memory streams to a server driven by hand."""
+    client_stream, server_stream = streams or trio.testing.memory_stream_pair()
+    peer = RawPeer(server_stream, ConnectionType.SERVER)
+
+    async def answer() -> None:
+        await peer.next_event()
+        await peer.send(AcceptConnection())
+
+    nursery.start_soon(answer)
+    client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+    return client, peer
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from trio_websocket import (
     CloseReason,
@@ -21,7 +20,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from .conftest import RawPeer
+from .conftest import RawPeer, client_and_raw_server
 
 
 async def open_pair(
@@ -239,16 +238,8 @@ async def test_unsendable_close_code_is_refused(nursery: trio.Nursery) -> None:
 
 
 async def test_vanished_peer_gives_1006(nursery: trio.Nursery) -> None:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    peer = RawPeer(server_stream, ConnectionType.SERVER)
-
-    async def answer() -> None:
-        await peer.next_event()
-        await peer.send(AcceptConnection())
-
-    nursery.start_soon(answer)
-    client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
-    await trio.aclose_forcefully(server_stream)
+    client, peer = await client_and_raw_server(nursery)
+    await trio.aclose_forcefully(peer.stream)
     with pytest.raises(ConnectionClosed) as caught:
         await client.get_message()
     assert caught.value.reason.code == 1006

@@ -5,25 +5,11 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, BytesMessage, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionClosed
 
-from .conftest import RawPeer
-
-
-async def client_and_raw_server(nursery: trio.Nursery) -> tuple[WebSocketConnection, RawPeer]:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    peer = RawPeer(server_stream, ConnectionType.SERVER)
-
-    async def answer() -> None:
-        await peer.next_event()
-        await peer.send(AcceptConnection())
-
-    nursery.start_soon(answer)
-    client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
-    return client, peer
+from .conftest import client_and_raw_server
 
 
 async def test_ping_waits_for_its_pong(nursery: trio.Nursery) -> None:
@@ -132,15 +118,7 @@ async def test_ping_against_our_own_server(echo_server: trio.abc.Stream) -> None
 async def test_reader_answers_pings_while_a_large_send_is_under_way(
         nursery: trio.Nursery) -> None:
     # No buffering at all: the client's big send only progresses as the peer reads.
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    peer = RawPeer(server_stream, ConnectionType.SERVER)
-
-    async def answer() -> None:
-        await peer.next_event()
-        await peer.send(AcceptConnection())
-
-    nursery.start_soon(answer)
-    client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+    client, peer = await client_and_raw_server(nursery, trio.testing.lockstep_stream_pair())
     big = b"b" * 2**20
     nursery.start_soon(client.send_message, big)
     await trio.testing.wait_all_tasks_blocked()

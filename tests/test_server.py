@@ -137,3 +137,36 @@ async def test_closing_cleanly_from_the_server(nursery: trio.Nursery) -> None:
         with pytest.raises(ConnectionClosed) as caught:
             await ws.get_message()
     assert caught.value.reason.code == 4000 and caught.value.reason.reason == "go away"
+
+
+async def test_handler_that_does_not_read_holds_the_sender_back(nursery: trio.Nursery) -> None:
+    go = trio.Event()
+    drained = trio.Event()
+
+    async def slow_reader(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await go.wait()
+        for _ in range(sent):
+            await ws.get_message()
+        drained.set()
+        await ws.get_message()
+
+    server = await nursery.start(serve_websocket, slow_reader, HOST, 0, None)
+    sent = 0
+    async with open_websocket(HOST, server.port, "/", use_ssl=False) as ws:
+        async def flood() -> None:
+            nonlocal sent
+            for _ in range(200):  # 200 MiB if nothing held it back
+                await ws.send_message(b"m" * 2**20)
+                sent += 1
+
+        async with trio.open_nursery() as senders:
+            senders.start_soon(flood)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            # Kernel buffers, one message in the reader and one in the queue: a few MiB.
+            held_at = sent
+            assert held_at < 32
+            go.set()
+            await drained.wait()
+            assert sent > held_at  # reading let the sender go on
+            senders.cancel_scope.cancel()

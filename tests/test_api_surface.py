@@ -17,9 +17,11 @@ from trio_websocket import (
     DisconnectionTimeout,
     Endpoint,
     HandshakeError,
+    PerMessageDeflate,
     WebSocketConnection,
     WebSocketRequest,
 )
+from trio_websocket_core import DEFAULT_COMPRESSION
 
 P = inspect.Parameter
 POS, KW = P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY
@@ -66,9 +68,14 @@ def shape(function: Any, skip_self: bool = False) -> list[tuple[str, Any, Any]]:
     return [(p.name, p.kind, p.default) for p in params]
 
 
+# Our one addition to the reference: permessage-deflate, keyword-only and last.
+COMPRESSION = ("compression", KW, DEFAULT_COMPRESSION)
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_function_signatures(name: str) -> None:
-    assert shape(getattr(trio_websocket, name)) == EXPECTED[name]
+    assert shape(getattr(trio_websocket, name)) == [*EXPECTED[name], COMPRESSION]
+    assert isinstance(DEFAULT_COMPRESSION, PerMessageDeflate)
 
 
 @pytest.mark.parametrize(("owner", "name"), sorted(METHODS, key=lambda k: (k[0].__name__, k[1])))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import trio
@@ -153,10 +154,12 @@ async def test_handler_that_does_not_read_holds_the_sender_back(nursery: trio.Nu
     sent = 0
     held_at: int | None = None
     async with open_websocket(HOST, server.port, "/", use_ssl=False) as ws:
+        incompressible = os.urandom(2**20)
+
         async def flood() -> None:
             nonlocal sent
             for _ in range(200):  # 200 MiB if nothing held it back
-                await ws.send_message(b"m" * 2**20)
+                await ws.send_message(incompressible)
                 sent += 1
                 if held_at is not None and sent > held_at:
                     progressed.set()

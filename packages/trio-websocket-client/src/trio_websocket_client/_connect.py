@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 import trio
 
 from trio_websocket_core import (
+    DEFAULT_COMPRESSION,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
     ConnectionTimeout,
     DisconnectionTimeout,
+    PerMessageDeflate,
     WebSocketConnection,
 )
 from trio_websocket_core._http import Header
@@ -79,6 +81,7 @@ async def connect_websocket(
     extra_headers: Iterable[Header] | None = None,
     message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+    compression: PerMessageDeflate | None = DEFAULT_COMPRESSION,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket on ``resource``.
 
@@ -101,6 +104,7 @@ async def connect_websocket(
         nursery, stream, _host_header(host, port, 443 if ssl_context else 80), resource,
         subprotocols=subprotocols, extra_headers=extra_headers,
         message_queue_size=message_queue_size, max_message_size=max_message_size,
+        compression=compression,
     )
 
 
@@ -113,6 +117,7 @@ async def connect_websocket_url(
     extra_headers: Iterable[Header] | None = None,
     message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+    compression: PerMessageDeflate | None = DEFAULT_COMPRESSION,
 ) -> WebSocketConnection:
     """Like :func:`connect_websocket`, from a ``ws://`` or ``wss://`` URL.
 
@@ -128,6 +133,7 @@ async def connect_websocket_url(
         nursery, host, port, resource, use_ssl=use_ssl,
         subprotocols=subprotocols, extra_headers=extra_headers,
         message_queue_size=message_queue_size, max_message_size=max_message_size,
+        compression=compression,
     )
 
 
@@ -186,6 +192,7 @@ def open_websocket(
     max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+    compression: PerMessageDeflate | None = DEFAULT_COMPRESSION,
 ) -> contextlib.AbstractAsyncContextManager[WebSocketConnection]:
     """Connect to ``host:port`` for the duration of an ``async with`` block.
 
@@ -203,6 +210,7 @@ def open_websocket(
             nursery, host, port, resource, use_ssl=use_ssl,
             subprotocols=subprotocols, extra_headers=extra_headers,
             message_queue_size=message_queue_size, max_message_size=max_message_size,
+            compression=compression,
         )
     return _open(connect, connect_timeout, disconnect_timeout)
 
@@ -217,6 +225,7 @@ def open_websocket_url(
     max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+    compression: PerMessageDeflate | None = DEFAULT_COMPRESSION,
 ) -> contextlib.AbstractAsyncContextManager[WebSocketConnection]:
     """Like :func:`open_websocket`, from a ``ws://`` or ``wss://`` URL."""
     async def connect(nursery: trio.Nursery) -> WebSocketConnection:
@@ -224,5 +233,6 @@ def open_websocket_url(
             nursery, url, ssl_context,
             subprotocols=subprotocols, extra_headers=extra_headers,
             message_queue_size=message_queue_size, max_message_size=max_message_size,
+            compression=compression,
         )
     return _open(connect, connect_timeout, disconnect_timeout)

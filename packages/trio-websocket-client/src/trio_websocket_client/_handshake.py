@@ -8,13 +8,16 @@ from collections.abc import Iterable
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.extensions import Extension
 from wsproto.utilities import RemoteProtocolError
 
 from trio_websocket_core import (
+    DEFAULT_COMPRESSION,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
     ConnectionRejected,
     HandshakeError,
+    PerMessageDeflate,
     WebSocketConnection,
 )
 from trio_websocket_core._connection import RECEIVE_SIZE
@@ -41,11 +44,13 @@ async def wrap_client_stream(
     extra_headers: Iterable[Header] | None = None,
     message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+    compression: PerMessageDeflate | None = DEFAULT_COMPRESSION,
 ) -> WebSocketConnection:
     """Run the client handshake over an already connected stream.
 
     ``host`` goes into the ``Host`` header as given; ``resource`` is the
-    path (and query) requested. The connection's reader task runs in
+    path (and query) requested. ``compression`` is offered to the server
+    (``None``: no offer). The connection's reader task runs in
     ``nursery``. On any failure the stream is closed.
 
     :raises ConnectionRejected: if the server answers with an HTTP error.
@@ -55,6 +60,7 @@ async def wrap_client_stream(
         return await _handshake(
             nursery, stream, host, resource, list(subprotocols or ()),
             headers_except(extra_headers, _RESERVED), message_queue_size, max_message_size,
+            [] if compression is None else [compression.extension(max_message_size)],
         )
     except BaseException:
         await trio.aclose_forcefully(stream)
@@ -70,10 +76,11 @@ async def _handshake(
     extra_headers: list[tuple[bytes, bytes]],
     message_queue_size: float,
     max_message_size: float,
+    extensions: list[Extension],
 ) -> WebSocketConnection:
     ws = WSConnection(ConnectionType.CLIENT)
     request = Request(host=host, target=resource, subprotocols=subprotocols,
-                      extra_headers=extra_headers)
+                      extra_headers=extra_headers, extensions=extensions)
     try:
         await stream.send_all(ws.send(request))
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

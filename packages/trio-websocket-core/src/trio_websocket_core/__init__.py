@@ -9,6 +9,7 @@ import logging
 
 from ._close_reason import CloseReason
 from ._connection import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MESSAGE_QUEUE_SIZE, WebSocketConnection
+from ._deflate import DEFAULT_COMPRESSION, PerMessageDeflate
 from ._endpoint import Endpoint
 from ._exceptions import (
     ConnectionClosed,
@@ -20,6 +21,7 @@ from ._exceptions import (
 from ._version import __version__
 
 __all__ = [
+    "DEFAULT_COMPRESSION",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MESSAGE_QUEUE_SIZE",
     "CloseReason",
@@ -29,6 +31,7 @@ __all__ = [
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "PerMessageDeflate",
     "WebSocketConnection",
     "__version__",
 ]

@@ -14,6 +14,7 @@ from trio_websocket_core import (
     DisconnectionTimeout,
     Endpoint,
     HandshakeError,
+    PerMessageDeflate,
     WebSocketConnection,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "PerMessageDeflate",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",

@@ -12,12 +12,14 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, Reque
 from wsproto.utilities import RemoteProtocolError
 
 from trio_websocket_core import (
+    DEFAULT_COMPRESSION,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
     CloseReason,
     ConnectionClosed,
     Endpoint,
     HandshakeError,
+    PerMessageDeflate,
     WebSocketConnection,
 )
 from trio_websocket_core._endpoint import stream_endpoints
@@ -53,6 +55,7 @@ class WebSocketRequest:
         trailing_data: bytes,
         message_queue_size: float,
         max_message_size: float,
+        compression: PerMessageDeflate | None,
     ) -> None:
         """Built by :func:`wrap_server_stream`; not meant to be built directly."""
         self._nursery = nursery
@@ -62,6 +65,7 @@ class WebSocketRequest:
         self._trailing_data = trailing_data
         self._message_queue_size = message_queue_size
         self._max_message_size = max_message_size
+        self._compression = compression
         self._local, self._remote = stream_endpoints(stream)
         self._answered = False
         self._connection: WebSocketConnection | None = None
@@ -117,9 +121,12 @@ class WebSocketRequest:
         if subprotocol is not None and subprotocol not in self._event.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not proposed by the client")
         self._claim()
+        compression = self._compression
         data = self._ws.send(AcceptConnection(
             subprotocol=subprotocol,
             extra_headers=headers_except(extra_headers, _ACCEPT_RESERVED),
+            extensions=[] if compression is None else [
+                compression.extension(self._max_message_size)],
         ))
         try:
             await self._stream.send_all(data)
@@ -207,11 +214,15 @@ async def wrap_server_stream(
     stream: trio.abc.Stream,
     message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
+    *,
+    compression: PerMessageDeflate | None = DEFAULT_COMPRESSION,
 ) -> WebSocketRequest:
     """Read a client's opening handshake from ``stream``.
 
     Returns the request for the caller to accept or reject; an accepted
-    connection's reader task runs in ``nursery``. A request that is not a
+    connection's reader task runs in ``nursery``. If the client offers
+    compression, ``accept()`` agrees within ``compression`` (``None``:
+    never). A request that is not a
     valid WebSocket upgrade is answered with an HTTP error (400, or 426 for
     a wrong version, 431 for a head over 16 KiB) and the stream is closed.
 
@@ -251,4 +262,5 @@ async def wrap_server_stream(
         await refuse(stream, status, headers)
         raise HandshakeError(problem)
     assert isinstance(event, Request)
-    return WebSocketRequest(nursery, stream, ws, event, rest, message_queue_size, max_message_size)
+    return WebSocketRequest(nursery, stream, ws, event, rest, message_queue_size,
+                            max_message_size, compression)

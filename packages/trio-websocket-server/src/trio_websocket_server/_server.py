@@ -11,11 +11,13 @@ from typing import Any, NoReturn
 import trio
 
 from trio_websocket_core import (
+    DEFAULT_COMPRESSION,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
     ConnectionClosed,
     Endpoint,
     HandshakeError,
+    PerMessageDeflate,
 )
 from trio_websocket_core._endpoint import socket_endpoint
 
@@ -52,6 +54,7 @@ class WebSocketServer:
         max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+        compression: PerMessageDeflate | None = DEFAULT_COMPRESSION,
     ) -> None:
         """Prepare to serve; nothing is accepted until :meth:`run`."""
         if not listeners:
@@ -63,6 +66,7 @@ class WebSocketServer:
         self._max_message_size = max_message_size
         self._connect_timeout = connect_timeout
         self._disconnect_timeout = disconnect_timeout
+        self._compression = compression
 
     @property
     def listeners(self) -> list[Endpoint | str]:
@@ -107,7 +111,8 @@ class WebSocketServer:
             with trio.move_on_after(self._connect_timeout):
                 try:
                     request = await wrap_server_stream(
-                        nursery, stream, self._message_queue_size, self._max_message_size)
+                        nursery, stream, self._message_queue_size, self._max_message_size,
+                        compression=self._compression)
                 except HandshakeError:
                     return  # answered, closed and logged by wrap_server_stream
             if request is None:
@@ -145,13 +150,15 @@ async def serve_websocket(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    compression: PerMessageDeflate | None = DEFAULT_COMPRESSION,
 ) -> NoReturn:
     """Listen on ``host:port`` and serve WebSockets until cancelled.
 
     Use ``server = await nursery.start(serve_websocket, ...)`` to get the
     :class:`WebSocketServer` once it is listening (port 0 picks a free
     port: read it from ``server.port``). ``host=None`` binds every
-    interface. ``ssl_context`` turns on TLS (``wss://``).
+    interface. ``ssl_context`` turns on TLS (``wss://``). ``compression``
+    bounds the permessage-deflate a client may agree to (``None``: never).
     """
     listeners: Sequence[trio.abc.Listener[Any]]
     if ssl_context is None:
@@ -163,5 +170,6 @@ async def serve_websocket(
         handler, listeners, handler_nursery=handler_nursery,
         message_queue_size=message_queue_size, max_message_size=max_message_size,
         connect_timeout=connect_timeout, disconnect_timeout=disconnect_timeout,
+        compression=compression,
     )
     await server.run(task_status=task_status)

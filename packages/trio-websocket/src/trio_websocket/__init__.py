@@ -19,6 +19,7 @@ from trio_websocket_core import (
     DisconnectionTimeout,
     Endpoint,
     HandshakeError,
+    PerMessageDeflate,
     WebSocketConnection,
 )
 from trio_websocket_server import (
@@ -38,6 +39,7 @@ __all__ = [
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "PerMessageDeflate",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",

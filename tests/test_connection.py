@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from wsproto.events import BytesMessage, CloseConnection, TextMessage
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, TextMessage
 
 from trio_websocket import (
     CloseReason,
@@ -273,3 +274,25 @@ async def test_tcp_endpoints(echo_server: Any) -> None:
         assert str(ws.remote.address) == "127.0.0.1"
         assert ws.remote.url == f"ws://127.0.0.1:{echo_server.port}"
         assert not ws.remote.is_ssl
+
+
+async def test_send_after_peer_close_is_parsed_but_not_yet_seen(nursery: trio.Nursery) -> None:
+    # A message and the peer's close frame arrive in one read. While the
+    # message is being handed over, the close is already parsed: a reply to
+    # that message must fail cleanly with the peer's close, not crash.
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    peer = RawPeer(server_stream, ConnectionType.SERVER)
+
+    async def answer() -> None:
+        await peer.next_event()
+        await peer.send(AcceptConnection())
+
+    nursery.start_soon(answer)
+    client = await wrap_client_stream(nursery, client_stream, "localhost", "/",
+                                      message_queue_size=0)
+    await server_stream.send_all(peer.ws.send(TextMessage("last words"))
+                                 + peer.ws.send(CloseConnection(4000, "bye")))
+    assert await client.get_message() == "last words"
+    with pytest.raises(ConnectionClosed) as caught:
+        await client.send_message("too late")
+    assert caught.value.reason == CloseReason(4000, "bye")

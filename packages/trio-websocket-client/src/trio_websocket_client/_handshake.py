@@ -22,6 +22,7 @@ from trio_websocket_core import (
 )
 from trio_websocket_core._connection import RECEIVE_SIZE
 from trio_websocket_core._http import Header, decode_headers, headers_except, receive_http_head
+from trio_websocket_core._protocol import FrameProtocol
 
 __all__ = ["wrap_client_stream"]
 
@@ -94,10 +95,10 @@ async def _handshake(
     except RemoteProtocolError as exc:
         raise HandshakeError(f"invalid handshake response: {exc}") from exc
     if isinstance(response, AcceptConnection):
-        protocol = ws.connection
-        assert protocol is not None
-        if rest:
-            protocol.receive_data(rest)  # frames the server sent right behind the handshake
+        # wsproto negotiated; our own frame layer takes the open connection.
+        deflate = next((ext for ext in response.extensions if ext.enabled()), None)
+        protocol = FrameProtocol(True, deflate, max_message_size)
+        protocol.receive_data(rest)  # frames the server sent right behind the handshake
         return WebSocketConnection(
             nursery, stream, protocol,
             path=resource,

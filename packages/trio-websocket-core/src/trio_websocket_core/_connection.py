@@ -1,9 +1,8 @@
 """An open WebSocket connection over a trio stream.
 
-The protocol state lives in a wsproto ``Connection`` (Sans-IO, past the
-opening handshake); this module only moves bytes and events between it, the
-stream and the user. One background task per connection reads; any task may
-write.
+The protocol state lives in a Sans-IO ``FrameProtocol``; this module only
+moves bytes and events between it, the stream and the user. One background
+task per connection reads; any task may write.
 """
 
 from __future__ import annotations
@@ -13,14 +12,13 @@ import math
 from collections.abc import Sequence
 
 import trio
-from wsproto.connection import Connection as ProtocolConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from ._close_reason import CloseReason, check_sendable_close_code
 from ._endpoint import Endpoint, stream_endpoints
 from ._exceptions import ConnectionClosed
 from ._pings import PingTracker
+from ._protocol import CLOSE, FAIL, MESSAGE, PING, PONG, TOO_BIG, FrameProtocol
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -54,7 +52,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self,
         nursery: trio.Nursery,
         stream: trio.abc.Stream,
-        protocol: ProtocolConnection,
+        protocol: FrameProtocol,
         *,
         path: str,
         subprotocol: str | None = None,
@@ -64,8 +62,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
     ) -> None:
         """Take over ``stream`` and start the reader task in ``nursery``.
 
-        ``protocol`` must be the wsproto connection produced by the opening
-        handshake, already fed any bytes that arrived after it.
+        ``protocol`` holds the frame state agreed in the opening handshake,
+        already fed any bytes that arrived after it.
         """
         self._stream = stream
         self._protocol = protocol
@@ -78,8 +76,6 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._send_channel, self._receive_channel = trio.open_memory_channel[str | bytes](
             message_queue_size
         )
-        self._fragments: list[str | bytes] = []
-        self._fragments_size = 0
         self._pings = PingTracker()
         # Writes: one task at a time owns the stream; others append to
         # _unsent and park until the owner has flushed it with its own data.
@@ -141,6 +137,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
         role = "client" if self._protocol.client else "server"
         return f"<WebSocketConnection {role} remote={self._remote} closed={self._closed}>"
 
+    def _closing(self) -> CloseReason | None:
+        """Why sending is over, or None while it is not.
+
+        The peer's close frame may already be parsed while messages before it
+        are still being handed to the user; sending must stop from then on.
+        """
+        if self._closed is None and self._protocol.state is not _OPEN:
+            peer = self._protocol.peer_close
+            return CloseReason(*peer) if peer else CloseReason(1006, None)
+        return self._closed
+
     # -- messages -----------------------------------------------------------
 
     async def get_message(self) -> str | bytes:
@@ -168,15 +175,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :raises ConnectionClosed: if the connection is closed or closing.
         :raises TypeError: for anything but ``str`` or bytes-like.
         """
-        if self._closed is not None:
-            raise ConnectionClosed(self._closed)
-        if isinstance(message, str):
-            data = self._protocol.send(TextMessage(data=message))
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            data = self._protocol.send(BytesMessage(data=message))
-        else:
+        closing = self._closing()
+        if closing is not None:
+            raise ConnectionClosed(closing)
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
-        await self._write(data)
+        await self._write(self._protocol.message(message))
 
     # -- pings --------------------------------------------------------------
 
@@ -189,12 +193,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :raises ConnectionClosed: if the connection closes before the pong.
         :raises ValueError: if a ping with the same payload is in flight.
         """
-        if self._closed is not None:
-            raise ConnectionClosed(self._closed)
+        closing = self._closing()
+        if closing is not None:
+            raise ConnectionClosed(closing)
         payload = self._pings.unique_payload() if payload is None else bytes(payload)
         answered = self._pings.register(payload)
         try:
-            await self._write(self._protocol.send(Ping(payload=payload)))
+            await self._write(self._protocol.ping(payload))
             await answered.wait()
         finally:
             unanswered = self._pings.forget(payload, answered)
@@ -207,9 +212,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
         :raises ConnectionClosed: if the connection is closed or closing.
         """
-        if self._closed is not None:
-            raise ConnectionClosed(self._closed)
-        await self._write(self._protocol.send(Pong(payload=bytes(payload or b""))))
+        closing = self._closing()
+        if closing is not None:
+            raise ConnectionClosed(closing)
+        await self._write(self._protocol.pong(bytes(payload or b"")))
 
     # -- closing ------------------------------------------------------------
 
@@ -238,10 +244,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _start_close(self, code: int, reason: str | None) -> None:
         if self._closed is not None:
             return
-        self._closed = CloseReason(code, reason)
+        self._closed = self._closing() or CloseReason(code, reason)
         self._send_channel.close()
         if self._protocol.state is _OPEN:
-            await self._write(self._protocol.send(CloseConnection(code=code, reason=reason)))
+            await self._write(self._protocol.close(code, reason))
 
     def _abort(self) -> None:
         """Give up on the closing handshake: the reader closes the transport."""
@@ -303,7 +309,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                             break
                         if protocol.state is _CLOSED:
                             continue  # handshake done; a client waits for the server's EOF
-                        protocol.receive_data(data)  # type: ignore[arg-type]  # bytes-like is fine
+                        protocol.receive_data(data)
                         keep_reading = await self._handle_events()
                 except ConnectionClosed:
                     pass  # a write failed and aborted the connection
@@ -320,71 +326,51 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _handle_events(self) -> bool:
         """Act on every event the protocol has ready; return False to stop reading."""
         protocol = self._protocol
-        for event in protocol.events():
-            kind = type(event)
-            if kind is TextMessage or kind is BytesMessage:
-                await self._on_data(event)  # type: ignore[arg-type]
-            elif kind is Ping:
+        for kind, value in protocol.events():
+            if kind == MESSAGE:
+                if self._closed is not None:
+                    continue  # closing: nothing more is delivered
+                try:
+                    await self._send_channel.send(value)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # closed locally meanwhile: queued messages are dropped
+            elif kind == PING:
                 if protocol.state is _OPEN:
-                    pong = protocol.send(event.response())  # type: ignore[attr-defined]
+                    pong = protocol.pong(value)
                     if self._writing:
                         # Ride along with the write under way rather than stop
                         # reading until it ends (it may be a large message).
                         self._unsent += pong
                     else:
                         await self._write(pong)
-            elif kind is Pong:
-                self._pings.acknowledge(bytes(event.payload))  # type: ignore[attr-defined]
-            elif kind is CloseConnection:
-                return await self._on_close_frame(event)  # type: ignore[arg-type]
+            elif kind == PONG:
+                self._pings.acknowledge(value)
+            elif kind == CLOSE:
+                return await self._on_close_frame(*value)
+            elif kind == TOO_BIG:
+                limit = self._max_message_size
+                shown = "unlimited" if limit == math.inf else f"{int(limit)} bytes"
+                logger.debug("closing %s: message over the limit of %s", self._remote, shown)
+                await self._start_close(1009, f"message exceeds the limit of {shown}")
+            elif kind == FAIL:
+                code, reason = value
+                logger.debug("failing %s with %d: %s", self._remote, code, reason)
+                if protocol.state is _OPEN:
+                    if self._closed is None:
+                        self._closed = CloseReason(code, reason)
+                    self._send_channel.close()
+                    await self._write(protocol.close(code, reason))
+                return False
         return True
 
-    async def _on_data(self, event: TextMessage | BytesMessage) -> None:
-        if self._closed is not None:
-            return  # closing: nothing more is delivered
-        data: str | bytes = event.data  # type: ignore[assignment]  # wsproto yields bytes
-        size = self._fragments_size + len(data)
-        if size > self._max_message_size:
-            self._fragments.clear()
-            self._fragments_size = 0
-            limit = self._max_message_size
-            shown = "unlimited" if limit == math.inf else f"{int(limit)} bytes"
-            logger.debug("closing %s: message over the limit of %s", self._remote, shown)
-            await self._start_close(1009, f"message exceeds the limit of {shown}")
-            return
-        if not event.message_finished:
-            self._fragments.append(data)
-            self._fragments_size = size
-            return
-        if self._fragments:
-            self._fragments.append(data)
-            data = data[:0].join(self._fragments)  # type: ignore[arg-type]
-            self._fragments.clear()
-            self._fragments_size = 0
-        try:
-            await self._send_channel.send(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # closed locally meanwhile: queued messages are dropped
-
-    async def _on_close_frame(self, event: CloseConnection) -> bool:
+    async def _on_close_frame(self, code: int, reason: str) -> bool:
         protocol = self._protocol
-        state = protocol.state
-        if state is _REMOTE_CLOSING:
+        if protocol.state is _REMOTE_CLOSING:
             # The peer started the closing handshake: record why, then answer.
             if self._closed is None:
-                self._closed = CloseReason(event.code, event.reason)
+                self._closed = CloseReason(code, reason)
             self._send_channel.close()
-            await self._write(protocol.send(event.response()))
-        elif state is not _CLOSED:
-            # wsproto reports a frame it cannot parse as a CloseConnection
-            # that leaves the state alone: fail the connection with that code.
-            logger.debug("protocol error from %s: %s", self._remote, event.reason)
-            if state is _OPEN:
-                if self._closed is None:
-                    self._closed = CloseReason(event.code, event.reason)
-                self._send_channel.close()
-                await self._write(protocol.send(CloseConnection(event.code, event.reason)))
-            return False
+            await self._write(protocol.close(code, reason))
         # The closing handshake is complete. RFC 6455 7.1.1: the server
         # closes TCP first, so a client keeps reading until it sees EOF.
         return protocol.client

@@ -35,6 +35,13 @@ class PerMessageDeflate:
     that side's compressor after every message, trading ratio for memory
     between messages. ``compress_level`` (0 to 9) and ``mem_level`` (1 to 9)
     tune our own compressor, as in :func:`zlib.compressobj`.
+
+    The defaults (windows of 2**12 bytes, level 3, memory level 5) hold about
+    49 KiB per compressing connection against 301 KiB for zlib's own
+    defaults, compress JSON 1.7 times as fast, and lose 5 points of ratio
+    (0.245 against 0.197): see docs/compression.md. zlib state is created
+    on a connection's first compressed message, so idle connections pay
+    nothing.
     """
 
     __slots__ = (
@@ -49,12 +56,12 @@ class PerMessageDeflate:
     def __init__(
         self,
         *,
-        client_max_window_bits: int = 15,
-        server_max_window_bits: int = 15,
+        client_max_window_bits: int = 12,
+        server_max_window_bits: int = 12,
         client_no_context_takeover: bool = False,
         server_no_context_takeover: bool = False,
-        compress_level: int = 6,
-        mem_level: int = 8,
+        compress_level: int = 3,
+        mem_level: int = 5,
     ) -> None:
         for name, bits in (("client_max_window_bits", client_max_window_bits),
                            ("server_max_window_bits", server_max_window_bits)):

@@ -30,6 +30,7 @@ from trio_websocket_core._http import (
     headers_except,
     receive_http_head,
 )
+from trio_websocket_core._protocol import FrameProtocol
 
 __all__ = ["WebSocketRequest", "wrap_server_stream"]
 
@@ -122,11 +123,11 @@ class WebSocketRequest:
             raise ValueError(f"subprotocol {subprotocol!r} was not proposed by the client")
         self._claim()
         compression = self._compression
+        deflate = None if compression is None else compression.extension(self._max_message_size)
         data = self._ws.send(AcceptConnection(
             subprotocol=subprotocol,
             extra_headers=headers_except(extra_headers, _ACCEPT_RESERVED),
-            extensions=[] if compression is None else [
-                compression.extension(self._max_message_size)],
+            extensions=[] if deflate is None else [deflate],
         ))
         try:
             await self._stream.send_all(data)
@@ -135,10 +136,9 @@ class WebSocketRequest:
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
                 raise ConnectionClosed(CloseReason(1006, None)) from exc
             raise
-        protocol = self._ws.connection
-        assert protocol is not None
-        if self._trailing_data:
-            protocol.receive_data(self._trailing_data)  # frames sent right behind the request
+        # wsproto negotiated; our own frame layer takes the open connection.
+        protocol = FrameProtocol(False, deflate, self._max_message_size)
+        protocol.receive_data(self._trailing_data)  # frames sent right behind the request
         self._connection = WebSocketConnection(
             self._nursery, self._stream, protocol,
             path=self._event.target,

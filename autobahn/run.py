@@ -95,7 +95,8 @@ def load_results(outdir: Path) -> dict[str, dict[str, object]]:
     return results
 
 
-def summarise(role: str, outdir: Path, seconds: float) -> bool:
+def summarise(role: str, outdir: Path, seconds: float) -> tuple[int, int]:
+    """Print a role's table; return (passed, failed) case counts."""
     results = load_results(outdir)
     sections: dict[str, list[tuple[str, dict[str, object]]]] = collections.defaultdict(list)
     for case_id, result in results.items():
@@ -113,7 +114,7 @@ def summarise(role: str, outdir: Path, seconds: float) -> bool:
         failures += [(cid, r["behavior"]) for cid, r in entries if r["behavior"] not in PASSING]
     if failures:
         print(f"FAILED in the {role} role: {failures}")
-    return not failures
+    return len(results) - len(failures), len(failures)
 
 
 def main() -> int:
@@ -135,13 +136,16 @@ def main() -> int:
             threads.append(thread)
     for thread in threads:
         thread.join()
-    ok = True
+    passed = failed = 0
     for role, seconds in timings.items():
-        ok = summarise(role, HERE / "reports" / f"{role}s", seconds) and ok
+        role_passed, role_failed = summarise(role, HERE / "reports" / f"{role}s", seconds)
+        passed += role_passed
+        failed += role_failed
     if len(timings) != len(threads):
         print("a role did not finish")
-        ok = False
-    return 0 if ok else 1
+        failed += 1
+    print(f"\nautobahn: {passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed else 1
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from trio_websocket import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from deflate_settings import json_messages  # noqa: E402
+from deflate_settings import json_messages
 
 
 async def echo(request: WebSocketRequest) -> None:
@@ -45,7 +45,7 @@ async def run(messages: list[bytes] | list[str], compression: PerMessageDeflate 
             echo, "127.0.0.1", 0, None, compression=compression, task_status=task_status))
         async with open_websocket("127.0.0.1", server.port, "/", use_ssl=False,
                                   compression=compression) as ws:
-            stream = ws._stream  # noqa: SLF001 (measurement only: count bytes on the wire)
+            stream = ws._stream
             sent = 0
             original = stream.send_all
 

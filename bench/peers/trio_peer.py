@@ -1,0 +1,141 @@
+"""Benchmark peer for trio_websocket: ours, or trio-websocket 0.12.2 (same API).
+
+    python trio_peer.py server [MAX_MESSAGE_SIZE]   prints "PORT n", serves until killed
+    python trio_peer.py client WORKLOAD URL          prints {"value": ...} as JSON
+
+Compression is off wherever the library has it, as for the other peers.
+"""
+
+import inspect
+import json
+import os
+import resource
+import sys
+import time
+
+import trio
+
+import trio_websocket as tw
+
+HAS_COMPRESSION = "compression" in inspect.signature(tw.serve_websocket).parameters
+OFF = {"compression": None} if HAS_COMPRESSION else {}
+SMALL = "x" * 32
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+async def echo(request):
+    if request.path == "/rss":
+        ws = await request.accept()
+        await ws.send_message(str(rss_kib()))
+        return
+    ws = await request.accept()
+    try:
+        while True:
+            await ws.send_message(await ws.get_message())
+    except tw.ConnectionClosed:
+        pass
+
+
+async def serve(max_size: int) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(lambda task_status: tw.serve_websocket(
+            echo, "127.0.0.1", 0, None, max_message_size=max_size, task_status=task_status,
+            **OFF))
+        print(f"PORT {server.port}", flush=True)
+
+
+def connect(url):
+    return tw.open_websocket_url(url, **OFF)
+
+
+async def rtt(url):
+    async with connect(url) as ws:
+        start = time.perf_counter()
+        for _ in range(20000):
+            await ws.send_message(SMALL)
+            await ws.get_message()
+        return 20000 / (time.perf_counter() - start)
+
+
+async def pipe(url):
+    async with connect(url) as ws:
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            async def reader():
+                for _ in range(100000):
+                    await ws.get_message()
+            nursery.start_soon(reader)
+            for _ in range(100000):
+                await ws.send_message(SMALL)
+        return 100000 / (time.perf_counter() - start)
+
+
+async def large(url):
+    blob = os.urandom(2**20)
+    async with connect(url) as ws:
+        start = time.perf_counter()
+        for _ in range(64):
+            await ws.send_message(blob)
+            await ws.get_message()
+        return 64 * 2**20 / 1e6 / (time.perf_counter() - start)
+
+
+async def conns(url):
+    start = time.perf_counter()
+    for _ in range(1000):
+        async with connect(url) as ws:
+            await ws.send_message(SMALL)
+            await ws.get_message()
+    return 1000 / (time.perf_counter() - start)
+
+
+async def fanin(url):
+    async def client():
+        async with connect(url) as ws:
+            for _ in range(100):
+                await ws.send_message(SMALL)
+                await ws.get_message()
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(client)
+    return 20000 / (time.perf_counter() - start)
+
+
+async def memory(url):
+    async def server_rss():
+        async with connect(url.rstrip("/") + "/rss") as ws:
+            return int(await ws.get_message())
+    before = await server_rss()
+    async with trio.open_nursery() as nursery:
+        ready = trio.Semaphore(0)
+        done = trio.Event()
+        async def idle():
+            async with connect(url):
+                ready.release()
+                await done.wait()
+        for _ in range(2000):
+            nursery.start_soon(idle)
+        for _ in range(2000):
+            await ready.acquire()
+        after = await server_rss()
+        done.set()
+    return (after - before) / 2000
+
+
+def main() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 10000)), hard))
+    if sys.argv[1] == "server":
+        trio.run(serve, int(sys.argv[2]) if len(sys.argv) > 2 else 2**20)
+    else:
+        workload, url = sys.argv[2], sys.argv[3]
+        print(json.dumps({"value": trio.run(globals()[workload], url)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 
 import trio
@@ -83,6 +84,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._unsent = bytearray()
         self._flushed = trio.lowlevel.ParkingLot()
         self._broken = False
+        # Plain TCP: writes try the socket directly first, skipping a trip
+        # through the scheduler per message; -1 for TLS and other streams.
+        self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._reader_scope = trio.CancelScope()
         self._reader_done = trio.Event()
         nursery.start_soon(self._read_loop)
@@ -159,8 +163,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :raises ConnectionClosed: once the connection is closed and no
             message is left.
         """
+        # A queued message is returned without a trip through the scheduler;
+        # cancellation is still honoured.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            return await self._receive_channel.receive()
+            try:
+                return self._receive_channel.receive_nowait()
+            except trio.WouldBlock:
+                return await self._receive_channel.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             assert self._closed is not None
             raise ConnectionClosed(self._closed) from None
@@ -259,7 +269,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     # -- writing ------------------------------------------------------------
 
-    async def _write(self, data: bytes | bytearray) -> None:
+    async def _write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``, coalescing with writes that queue up meanwhile.
 
         Any failure once bytes may be on the wire leaves the frame stream
@@ -275,6 +285,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise ConnectionClosed(self._closed or CloseReason(1006, None))
         # Raise a pending cancellation now, before a single byte is sent.
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._fd >= 0:
+            # Plain TCP: hand the bytes to the kernel directly; only what does
+            # not fit goes through trio, which waits for the socket.
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._abort()
+                raise ConnectionClosed(self._closed or CloseReason(1006, None)) from exc
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
         self._writing = True
         try:
             await self._stream.send_all(data)
@@ -319,6 +342,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     self._closed = CloseReason(1006, None)
                 self._send_channel.close()
                 self._pings.abandon_all()
+                self._fd = -1  # the descriptor may be reused once the stream is closed
+                self._broken = True  # nothing more can be written
                 await trio.aclose_forcefully(stream)
             finally:
                 self._reader_done.set()
@@ -331,7 +356,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 if self._closed is not None:
                     continue  # closing: nothing more is delivered
                 try:
-                    await self._send_channel.send(value)
+                    try:
+                        self._send_channel.send_nowait(value)
+                    except trio.WouldBlock:
+                        await self._send_channel.send(value)  # the queue is full: wait
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # closed locally meanwhile: queued messages are dropped
             elif kind == PING:

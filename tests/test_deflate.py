@@ -20,6 +20,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 from trio_websocket_core import DEFAULT_COMPRESSION
+from trio_websocket_core._protocol import mask
 
 from .conftest import RawPeer
 
@@ -79,7 +80,6 @@ async def server_answer(offer: str, server: PerMessageDeflate | None = DEFAULT_C
                         ) -> str | None:
     """The Sec-WebSocket-Extensions header our server answers an offer with."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
-    peer = RawPeer(client_stream)
     async with trio.open_nursery() as nursery:
         async def serve() -> None:
             request = await wrap_server_stream(nursery, server_stream, compression=server)
@@ -93,7 +93,6 @@ async def server_answer(offer: str, server: PerMessageDeflate | None = DEFAULT_C
         response = b""
         while b"\r\n\r\n" not in response:
             response += await client_stream.receive_some()
-        del peer
         nursery.cancel_scope.cancel()
     for line in response.decode().split("\r\n"):
         if line.lower().startswith("sec-websocket-extensions:"):
@@ -189,9 +188,7 @@ async def test_decompression_bomb_closes_with_1009_before_inflating(
     body = b"".join(compressor.compress(chunk) for _ in range(16))
     body += compressor.flush(zlib.Z_SYNC_FLUSH)[:-4]
     key = b"\x11\x22\x33\x44"
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(body)) if len(body) < 4096 else (
-        (int.from_bytes(body, "little") ^ int.from_bytes((key * (len(body) // 4 + 1))[:len(body)],
-                                                         "little")).to_bytes(len(body), "little"))
+    masked = mask(body, key)
     header = bytes([0xC2, 0xFF]) + len(body).to_bytes(8, "big") + key
     tracemalloc.start()
     try:

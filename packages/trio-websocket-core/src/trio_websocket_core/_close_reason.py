@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wsproto.frame_protocol import CloseReason as _Code
 
-__all__ = ["CloseReason", "check_sendable_close_code"]
+__all__ = ["CloseReason", "check_sendable_close_code", "is_wire_close_code"]
 
 # 1014 is registered with IANA after RFC 6455; wsproto's enum does not know it.
 _EXTRA_NAMES = {1014: "BAD_GATEWAY"}
@@ -26,9 +26,14 @@ def _code_name(code: int) -> str:
     return "INVALID"
 
 
+def is_wire_close_code(code: int) -> bool:
+    """Whether a close frame may carry this code (RFC 6455 7.4, plus 1012-1014 registered later)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def check_sendable_close_code(code: int) -> None:
     """Refuse codes a peer would treat as a protocol error, before they hit the wire."""
-    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+    if not is_wire_close_code(code):
         raise ValueError(
             f"close code {code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999"
         )

@@ -36,7 +36,6 @@ DEFAULT_MAX_MESSAGE_SIZE = 2**20
 RECEIVE_SIZE = 2**16
 
 _OPEN = ConnectionState.OPEN
-_CLOSED = ConnectionState.CLOSED
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 
 
@@ -330,8 +329,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
                             break
                         if not data:
                             break
-                        if protocol.state is _CLOSED:
-                            continue  # handshake done; a client waits for the server's EOF
+                        # After the peer's close frame the protocol ignores input,
+                        # so a client just reads on until the server's EOF.
                         protocol.receive_data(data)
                         keep_reading = await self._handle_events()
                 except ConnectionClosed:
@@ -383,12 +382,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             elif kind == FAIL:
                 code, reason = value
                 logger.debug("failing %s with %d: %s", self._remote, code, reason)
-                if protocol.state is _OPEN:
-                    if self._closed is None:
-                        self._closed = CloseReason(code, reason)
-                    self._send_channel.close()
-                    await self._write(protocol.close(code, reason))
-                return False
+                await self._start_close(code, reason)
+                return False  # no closing handshake: the transport is closed at once
         return True
 
     async def _on_close_frame(self, code: int, reason: str) -> bool:

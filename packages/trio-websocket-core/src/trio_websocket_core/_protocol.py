@@ -21,6 +21,8 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason as _Code
 from wsproto.frame_protocol import Opcode, RsvBits
 
+from ._close_reason import is_wire_close_code
+
 __all__ = [
     "CLOSE",
     "FAIL",
@@ -49,9 +51,6 @@ _CLOSED = ConnectionState.CLOSED
 _LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 
-# Close codes a peer may send (RFC 6455 7.4, plus 1012-1014 registered later).
-_RECEIVABLE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-                               1012, 1013, 1014))
 _XOR_TABLES = [bytes(byte ^ key for byte in range(256)) for key in range(256)]
 _SMALL = 1024  # below this, one big-integer XOR beats four translate passes
 _pack_short = struct.Struct("!BB").pack
@@ -215,6 +214,8 @@ class FrameProtocol:
         if opcode >= _CLOSE:
             self._control_frame(first, opcode, payload, events)
             return
+        if opcode > _BINARY:
+            raise _ProtocolError(1002, f"unknown opcode {opcode:#x}")
         fin = first & 0x80
         deflate = self._deflate
         if deflate is not None:
@@ -231,7 +232,7 @@ class FrameProtocol:
             else:
                 self._opcode = opcode
                 self._add_fragment(payload, False, events)
-        elif opcode == _CONTINUATION:
+        else:  # continuation
             if not self._opcode:
                 raise _ProtocolError(1002, "continuation frame outside a message")
             if self._discarding:
@@ -239,8 +240,6 @@ class FrameProtocol:
                     self._opcode = 0
                 return
             self._add_fragment(payload, bool(fin), events)
-        else:
-            raise _ProtocolError(1002, f"unknown opcode {opcode:#x}")
 
     def _control_frame(self, first: int, opcode: int, payload: bytes | bytearray,
                        events: list[Event]) -> None:
@@ -313,8 +312,6 @@ class FrameProtocol:
                  payload: bytes | bytearray, fin: int) -> bytes:
         if first & 0x30:
             raise _ProtocolError(1002, "reserved bits set that no extension uses")
-        if opcode > _BINARY:
-            raise _ProtocolError(1002, f"unknown opcode {opcode:#x}")
         if self._discarding:
             return b""  # closing for size: inflating more would defeat the point
         op = Opcode(opcode)
@@ -339,7 +336,7 @@ class FrameProtocol:
         if len(payload) == 1:
             raise _ProtocolError(1002, "close frame with a 1-byte payload")
         code = (payload[0] << 8) | payload[1]
-        if code not in _RECEIVABLE_CODES and not 3000 <= code <= 4999:
+        if not is_wire_close_code(code):
             raise _ProtocolError(1002, f"close code {code} may not be sent")
         try:
             return code, str(payload[2:], "utf-8")

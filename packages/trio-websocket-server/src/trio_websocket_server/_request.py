@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http
 import logging
 from collections.abc import Iterable
@@ -67,7 +68,6 @@ class WebSocketRequest:
         self._message_queue_size = message_queue_size
         self._max_message_size = max_message_size
         self._compression = compression
-        self._local, self._remote = stream_endpoints(stream)
         self._answered = False
         self._connection: WebSocketConnection | None = None
 
@@ -90,15 +90,23 @@ class WebSocketRequest:
         """The requested resource: path and query string."""
         return self._event.target
 
+    @functools.cached_property
+    def _endpoints(self) -> tuple[Endpoint | str, Endpoint | str]:
+        # Asked of the stream only if wanted before accept(); after it, the
+        # connection has them already.
+        if self._connection is not None:
+            return self._connection.local, self._connection.remote
+        return stream_endpoints(self._stream)
+
     @property
     def local(self) -> Endpoint | str:
         """The server's end of the connection."""
-        return self._local
+        return self._endpoints[0]
 
     @property
     def remote(self) -> Endpoint | str:
         """The client's end of the connection."""
-        return self._remote
+        return self._endpoints[1]
 
     def _claim(self) -> None:
         if self._answered:
@@ -170,6 +178,7 @@ class WebSocketRequest:
         headers = headers_except(extra_headers, _REJECT_RESERVED)
         if body:
             headers.append((b"content-length", str(len(body)).encode("ascii")))
+        self._endpoints  # noqa: B018  (read them while the stream is still open)
         data = self._ws.send(RejectConnection(
             status_code=status_code, headers=headers, has_body=bool(body)))
         if body:

@@ -106,6 +106,26 @@ async def test_concurrent_sends_arrive_whole_and_complete(nursery: trio.Nursery)
         assert [int(m.split(":")[1]) for m in mine] == list(range(50))
 
 
+async def test_concurrent_long_sends_through_a_slow_stream_arrive_intact(
+        nursery: trio.Nursery) -> None:
+    # Long frames are built in shared scratch buffers; writes that wait on the
+    # stream must still send each frame's own bytes.
+    client, server = await open_pair(nursery, streams=trio.testing.lockstep_stream_pair(),
+                                     server={"message_queue_size": math.inf})
+    messages = {n: [bytes([n, i]) * 40000 for i in range(4)] for n in range(3)}
+
+    async def sender(n: int) -> None:
+        for message in messages[n]:
+            await client.send_message(message)
+
+    async with trio.open_nursery() as senders:
+        for n in messages:
+            senders.start_soon(sender, n)
+    received = [await server.get_message() for _ in range(12)]
+    for n, sent in messages.items():
+        assert [m for m in received if m[:1] == bytes([n])] == sent
+
+
 async def test_queue_is_backpressure_not_memory(nursery: trio.Nursery) -> None:
     # A lockstep pair has no buffer: send_all only returns once the reader took the bytes.
     client, server = await open_pair(nursery, streams=trio.testing.lockstep_stream_pair())

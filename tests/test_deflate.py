@@ -20,7 +20,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 from trio_websocket_core import DEFAULT_COMPRESSION
-from trio_websocket_core._protocol import mask
+from trio_websocket_core._mask import mask
 
 from .conftest import RawPeer
 

@@ -83,12 +83,19 @@ def test_each_wheel_holds_only_its_own_package(wheelhouse: Path) -> None:
 
 
 CLIENT_SCRIPT = """
-import importlib.util, sys, trio
+import importlib.util, os, sys, trio
 from trio_websocket_client import open_websocket_url
+from trio_websocket_core import _mask
 assert importlib.util.find_spec("trio_websocket_server") is None
 assert importlib.util.find_spec("trio_websocket") is None
+# Without the speedups extra, long frames are masked in pure Python.
+assert importlib.util.find_spec("numpy") is None
+assert _mask.mask_in_place is _mask.mask_in_place_python
 async def main():
     async with open_websocket_url(sys.argv[1]) as ws:
+        long = os.urandom(300000)
+        await ws.send_message(long)
+        assert await ws.get_message() == long
         await ws.send_message("from a client-only install")
         print(await ws.get_message())
 trio.run(main)
@@ -98,7 +105,8 @@ trio.run(main)
 async def test_client_only_install_connects(nursery: trio.Nursery, client_python: Path) -> None:
     async def echo(request: WebSocketRequest) -> None:
         ws = await request.accept()
-        await ws.send_message(await ws.get_message())
+        for _ in range(2):
+            await ws.send_message(await ws.get_message())
 
     server = await nursery.start(serve_websocket, echo, HOST, 0, None)
     result = await trio.run_process(

@@ -7,6 +7,8 @@ import struct
 
 import pytest
 
+from trio_websocket_core import _buffers, _mask
+from trio_websocket_core._mask import mask
 from trio_websocket_core._protocol import (
     CLOSE,
     FAIL,
@@ -16,8 +18,17 @@ from trio_websocket_core._protocol import (
     TOO_BIG,
     Event,
     FrameProtocol,
-    mask,
 )
+
+# Both ways of masking long payloads: NumPy (the speedups extra) and pure Python.
+MASKERS = {"python": _mask.mask_in_place_python, "numpy": _mask.mask_in_place_numpy}
+
+
+@pytest.fixture(params=list(MASKERS))
+def masker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each masking implementation in turn."""
+    monkeypatch.setattr(_mask, "mask_in_place", MASKERS[request.param])
+    return str(request.param)
 
 
 def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0,
@@ -50,6 +61,76 @@ def test_mask_is_xor_with_the_repeating_key(size: int) -> None:
     assert mask(data, key) == expected
     assert mask(bytearray(data), bytearray(key)) == expected
     assert mask(expected, key) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 15, 16, 17, 511, 512, 4097, 65539])
+@pytest.mark.parametrize("start", [0, 1, 6, 8])
+def test_in_place_masking_touches_exactly_its_range(masker: str, size: int, start: int) -> None:
+    data, key = bytearray(os.urandom(start + size + 5)), os.urandom(4)
+    expected = data[:start] + mask(data[start:start + size], key) + data[start + size:]
+    _mask.mask_in_place(data, start, start + size, key)
+    assert data == expected
+
+
+def feed_cut(protocol: FrameProtocol, data: bytes, cuts: list[int]) -> list[Event]:
+    """Feed ``data`` in pieces ending at each of ``cuts``, then the rest."""
+    events: list[Event] = []
+    for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        protocol.receive_data(data[start:end])
+        events += protocol.events()
+    return events
+
+
+LONG_TEXT = "é" * 40000 + "x" * 3  # 80 003 bytes of UTF-8
+LONG_BINARY = os.urandom(300000)
+
+
+@pytest.mark.parametrize("client", [False, True])
+@pytest.mark.parametrize("cuts", [
+    [],  # all at once
+    [1, 5, 9, 11, 12, 70000],  # headers split byte by byte, then a long frame in two
+    list(range(7919, 900000, 7919)),  # small reads straddling every boundary
+    list(range(65536, 900000, 65536)),  # reads of the usual size
+    [80014, 80015, 80016],  # the next header arrives with the end of a long frame
+])
+def test_long_frames_arrive_intact_however_they_are_read(masker: str, client: bool,
+                                                         cuts: list[int]) -> None:
+    key = None if client else b"\x9a\x0b\xfe\x11"  # what a server sends is not masked
+    stream = (frame(0x1, LONG_TEXT.encode(), key=key) + frame(0x2, b"small", key=key)
+              + frame(0x2, LONG_BINARY, key=key)
+              + frame(0x2, LONG_BINARY[:100000], fin=False, key=key)
+              + frame(0x9, b"between", key=key)
+              + frame(0x0, LONG_BINARY[100000:], key=key)
+              + frame(0x1, "é".encode() * 40000, fin=False, key=key)
+              + frame(0x0, b"!", key=key))
+    assert feed_cut(FrameProtocol(client=client), stream, cuts) == [
+        (MESSAGE, LONG_TEXT), (MESSAGE, b"small"), (MESSAGE, LONG_BINARY),
+        (PING, b"between"), (MESSAGE, LONG_BINARY), (MESSAGE, "é" * 40000 + "!"),
+    ]
+
+
+def test_invalid_utf8_in_a_long_text_frame_fails_with_1007(masker: str) -> None:
+    data = frame(0x1, b"a" * 70000 + b"\xff" + b"a" * 100)
+    events = feed_cut(FrameProtocol(client=False), data, [100, 50000])
+    assert events == [(FAIL, (1007, "text message is not valid UTF-8"))]
+
+
+@pytest.mark.parametrize("size", [600, 70000, 2**20])
+def test_long_messages_round_trip_and_leave_the_buffer_pool_bounded(masker: str,
+                                                                   size: int) -> None:
+    client, server = FrameProtocol(client=True), FrameProtocol(client=False)
+    for _ in range(2):  # fill the pool, so the frames below come out of it
+        FrameProtocol.release(server.message(os.urandom(size)))
+    messages = [os.urandom(size) for _ in range(3)]
+    frames = [client.message(m) for m in messages]  # all built before any is written
+    wire = b"".join(bytes(f) for f in frames)
+    for f in frames:
+        FrameProtocol.release(f)
+    assert len(_buffers._free) <= _buffers._KEEP  # the pool keeps only a few buffers
+    assert feed(server, wire, 65536) == [(MESSAGE, m) for m in messages]
+    echoed = [server.message(m) for m in messages]
+    assert feed(client, b"".join(bytes(f) for f in echoed), 65536) == [
+        (MESSAGE, m) for m in messages]
 
 
 @pytest.mark.parametrize("step", [None, 1, 2, 3, 7, 100, 4096])

@@ -189,7 +189,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise ConnectionClosed(closing)
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
-        await self._write(self._protocol.message(message))
+        frame = self._protocol.message(message)
+        await self._write(frame)
+        self._protocol.release(frame)
 
     # -- pings --------------------------------------------------------------
 

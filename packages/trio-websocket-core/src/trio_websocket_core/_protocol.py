@@ -21,7 +21,9 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason as _Code
 from wsproto.frame_protocol import Opcode, RsvBits
 
+from . import _buffers, _mask
 from ._close_reason import is_wire_close_code
+from ._mask import SMALL, mask
 
 __all__ = [
     "CLOSE",
@@ -31,8 +33,8 @@ __all__ = [
     "PONG",
     "TOO_BIG",
     "Event",
+    "Frame",
     "FrameProtocol",
-    "mask",
 ]
 
 # Event kinds, in the order they are most common.
@@ -44,6 +46,9 @@ FAIL = 4  # value: (code, reason): the peer broke the protocol; fail the connect
 TOO_BIG = 5  # value: None: a message passed max_message_size; close with 1009 and drop the rest
 
 Event = tuple[int, Any]
+#: Bytes to write: a pooled buffer's view for long frames (see release()).
+Frame = bytes | bytearray | memoryview
+_Payload = bytes | bytearray | memoryview
 
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _OPEN = ConnectionState.OPEN
@@ -51,27 +56,16 @@ _CLOSED = ConnectionState.CLOSED
 _LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 
-_XOR_TABLES = [bytes(byte ^ key for byte in range(256)) for key in range(256)]
-_SMALL = 1024  # below this, one big-integer XOR beats four translate passes
 _pack_short = struct.Struct("!BB").pack
 _pack_medium = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
+#: A frame at least this long that has not fully arrived gets a buffer of its
+#: own, filled straight from the reads, rather than waiting in the receive
+#: buffer to be copied out (and unmasked) when it is whole.
+_DIRECT = 1 << 16
+# Copies into a bytearray go through a memoryview: a bytearray's own slice
+# assignment first copies any other bytes-like source into a new bytearray.
 _utf8_decoder: Callable[[], codecs.IncrementalDecoder] = codecs.getincrementaldecoder("utf-8")
-
-
-def mask(data: bytes | bytearray, key: bytes | bytearray) -> bytes:
-    """XOR ``data`` with the repeating 4-byte ``key`` (masking and unmasking alike)."""
-    size = len(data)
-    if size < _SMALL:
-        if not size:
-            return b""
-        pad = (key * ((size >> 2) + 1))[:size]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")).to_bytes(
-            size, "little")
-    out = bytearray(data)
-    for i in range(4):
-        out[i::4] = out[i::4].translate(_XOR_TABLES[key[i]])
-    return bytes(out)
 
 
 class _ProtocolError(Exception):
@@ -106,6 +100,14 @@ class FrameProtocol:
         self._data: bytes | bytearray = b""
         self._pos = 0
         self._need = 0
+        # A long frame being filled in place: its payload buffer (from the
+        # shared pool, so possibly longer), the payload's length, how much
+        # of it has arrived, its first header byte and its masking key.
+        self._fill: bytearray | None = None
+        self._fill_size = 0
+        self._filled = 0
+        self._fill_first = 0
+        self._fill_key: bytes | None = None
         self._done = False  # after a close frame or a failure, nothing more is parsed
         self._discarding = False  # after TOO_BIG, data frames are dropped
         # The message being reassembled.
@@ -123,6 +125,17 @@ class FrameProtocol:
         """Take bytes read from the peer; :meth:`events` parses them."""
         if self._done or not data:
             return
+        fill = self._fill
+        if fill is not None:
+            filled = self._filled
+            room = self._fill_size - filled
+            if len(data) <= room:
+                memoryview(fill)[filled:filled + len(data)] = data
+                self._filled = filled + len(data)
+                return
+            memoryview(fill)[filled:self._fill_size] = memoryview(data)[:room]
+            self._filled = self._fill_size
+            data = data[room:]  # the start of the next frame
         if self._pos >= len(self._data):
             self._data = data
             self._pos = 0
@@ -136,11 +149,20 @@ class FrameProtocol:
 
     def events(self) -> list[Event]:
         """Parse every complete frame received so far into events."""
+        if self._done:
+            return []
+        fill = self._fill
+        if fill is not None and self._filled < self._fill_size:
+            return []
         data = self._data
-        if self._done or len(data) - self._pos < self._need:
+        if fill is None and len(data) - self._pos < self._need:
             return []
         events: list[Event] = []
         try:
+            if fill is not None:
+                self._fill = None
+                self._pooled_frame(self._fill_first, fill, self._fill_size, self._fill_key,
+                                   events)
             self._parse(data, events)
         except _ProtocolError as error:
             self._done = True
@@ -188,16 +210,31 @@ class FrameProtocol:
                 # Fail before buffering it: no message this long can fit.
                 raise _ProtocolError(1009, "frame longer than any acceptable message")
             total = header + length
-            if end - pos < total:
-                need = total
-                break
             start = pos + header
+            if end - pos < total:
+                if length >= _DIRECT and end >= start:
+                    self._start_fill(first, data, start, end, length, masked)
+                    pos = end
+                else:
+                    need = total
+                break
             pos += total
-            payload: bytes | bytearray
+            payload: _Payload
             if masked:
-                payload = mask(data[start:pos], data[start - 4:start])
-            else:
+                if length < SMALL:
+                    payload = mask(data[start:pos], data[start - 4:start])
+                elif length < _DIRECT:
+                    payload = bytearray(memoryview(data)[start:pos])
+                    _mask.mask_in_place(payload, 0, length, data[start - 4:start])
+                else:
+                    buffer = _buffers.take(length)
+                    memoryview(buffer)[:length] = memoryview(data)[start:pos]
+                    self._pooled_frame(first, buffer, length, data[start - 4:start], events)
+                    continue
+            elif type(data) is bytes:
                 payload = data[start:pos]
+            else:
+                payload = bytes(memoryview(data)[start:pos])
             self._frame(first, opcode, payload, events)
         self._need = need
         if pos >= end:
@@ -209,7 +246,26 @@ class FrameProtocol:
         else:
             self._pos = pos
 
-    def _frame(self, first: int, opcode: int, payload: bytes | bytearray,
+    def _start_fill(self, first: int, data: bytes | bytearray, start: int, end: int,
+                    length: int, masked: int) -> None:
+        fill = _buffers.take(length)
+        memoryview(fill)[:end - start] = memoryview(data)[start:end]
+        self._fill = fill
+        self._fill_size = length
+        self._filled = end - start
+        self._fill_first = first
+        self._fill_key = bytes(data[start - 4:start]) if masked else None
+
+    def _pooled_frame(self, first: int, buffer: bytearray, size: int,
+                      key: bytes | bytearray | None, events: list[Event]) -> None:
+        """Act on a long frame whose payload is ``buffer[:size]``, then pool the buffer."""
+        if key is not None:
+            _mask.mask_in_place(buffer, 0, size, key)
+        with memoryview(buffer) as view, view[:size] as payload:
+            self._frame(first, first & 0x0F, payload, events)  # copies what it keeps
+        _buffers.give(buffer)
+
+    def _frame(self, first: int, opcode: int, payload: _Payload,
                events: list[Event]) -> None:
         if opcode >= _CLOSE:
             self._control_frame(first, opcode, payload, events)
@@ -241,7 +297,7 @@ class FrameProtocol:
                 return
             self._add_fragment(payload, bool(fin), events)
 
-    def _control_frame(self, first: int, opcode: int, payload: bytes | bytearray,
+    def _control_frame(self, first: int, opcode: int, payload: _Payload,
                        events: list[Event]) -> None:
         if first & 0x70:
             raise _ProtocolError(1002, "reserved bits set on a control frame")
@@ -257,7 +313,7 @@ class FrameProtocol:
         else:
             raise _ProtocolError(1002, f"unknown opcode {opcode:#x}")
 
-    def _whole_message(self, opcode: int, payload: bytes | bytearray,
+    def _whole_message(self, opcode: int, payload: _Payload,
                        events: list[Event]) -> None:
         message: str | bytes
         if opcode == _TEXT:
@@ -272,7 +328,7 @@ class FrameProtocol:
         else:
             events.append((MESSAGE, message))
 
-    def _add_fragment(self, payload: bytes | bytearray, fin: bool, events: list[Event]) -> None:
+    def _add_fragment(self, payload: _Payload, fin: bool, events: list[Event]) -> None:
         chunk: str | bytes
         if self._opcode == _TEXT:
             if self._decoder is None:
@@ -309,7 +365,7 @@ class FrameProtocol:
         events.append((TOO_BIG, None))
 
     def _inflate(self, deflate: Extension, first: int, opcode: int,
-                 payload: bytes | bytearray, fin: int) -> bytes:
+                 payload: _Payload, fin: int) -> bytes:
         if first & 0x30:
             raise _ProtocolError(1002, "reserved bits set that no extension uses")
         if self._discarding:
@@ -330,7 +386,7 @@ class FrameProtocol:
             raise _ProtocolError(1009, "message inflates past the size limit")
         raise _ProtocolError(int(result), "compressed data does not inflate")
 
-    def _close_payload(self, payload: bytes | bytearray) -> tuple[int, str]:
+    def _close_payload(self, payload: _Payload) -> tuple[int, str]:
         if not payload:
             return 1005, ""
         if len(payload) == 1:
@@ -345,7 +401,7 @@ class FrameProtocol:
 
     # -- sending ------------------------------------------------------------
 
-    def _frame_bytes(self, first: int, payload: bytes | bytearray) -> bytes:
+    def _frame_bytes(self, first: int, payload: _Payload) -> Frame:
         length = len(payload)
         mask_bit = 0x80 if self.client else 0
         if length < 126:
@@ -354,12 +410,44 @@ class FrameProtocol:
             header = _pack_medium(first, mask_bit | 126, length)
         else:
             header = _pack_long(first, mask_bit | 127, length)
-        if self.client:
+        client = self.client
+        if length < _DIRECT:
+            if not client:
+                return header + payload
             key = os.urandom(4)
-            return header + key + mask(payload, key)
-        return header + payload
+            if length < SMALL:
+                return header + key + mask(payload, key)
+            frame = bytearray(header)
+            frame += key
+            frame += payload
+            _mask.mask_in_place(frame, len(header) + 4, len(frame), key)
+            return frame
+        # A long frame is built in a pooled buffer (see _buffers), which the
+        # caller hands back with release() once written. A masked payload
+        # starts on an 8-byte boundary, so the vectorised XOR need not realign.
+        head = len(header) + 4 if client else len(header)
+        lead = -head & 7
+        end = lead + head + length
+        buffer = _buffers.take(end)
+        view = memoryview(buffer)
+        view[lead:lead + len(header)] = header
+        view[lead + head:end] = payload
+        if client:
+            key = os.urandom(4)
+            view[lead + head - 4:lead + head] = key
+            _mask.mask_in_place(buffer, lead + head, end, key)
+        return view[lead:end]
 
-    def message(self, message: str | bytes | bytearray | memoryview) -> bytes:
+    @staticmethod
+    def release(frame: Frame) -> None:
+        """Hand back the buffer of a frame from this protocol once it is written."""
+        if type(frame) is memoryview:
+            buffer = frame.obj
+            frame.release()
+            if type(buffer) is bytearray:
+                _buffers.give(buffer)
+
+    def message(self, message: str | bytes | bytearray | memoryview) -> Frame:
         """Bytes for one whole message: text for ``str``, binary for bytes-like."""
         if self.state is not _OPEN:
             raise RuntimeError(f"cannot send a message in state {self.state.name}")
@@ -377,22 +465,22 @@ class FrameProtocol:
                 first |= 0x40
         return self._frame_bytes(first, payload)
 
-    def ping(self, payload: bytes) -> bytes:
+    def ping(self, payload: bytes) -> Frame:
         """Bytes for a ping frame."""
         return self._control(_PING, payload)
 
-    def pong(self, payload: bytes) -> bytes:
+    def pong(self, payload: bytes) -> Frame:
         """Bytes for a pong frame."""
         return self._control(_PONG, payload)
 
-    def _control(self, opcode: int, payload: bytes) -> bytes:
+    def _control(self, opcode: int, payload: bytes) -> Frame:
         if self.state is not _OPEN:
             raise RuntimeError(f"cannot send a control frame in state {self.state.name}")
         if len(payload) > 125:
             raise ValueError("ping and pong payloads are limited to 125 bytes")
         return self._frame_bytes(0x80 | opcode, payload)
 
-    def close(self, code: int | None, reason: str | None = None) -> bytes:
+    def close(self, code: int | None, reason: str | None = None) -> Frame:
         """Bytes for a close frame; moves the state on. 1005 or None: no code."""
         if self.state is _OPEN:
             self.state = _LOCAL_CLOSING

@@ -21,7 +21,7 @@ from trio_websocket_core import (
     WebSocketConnection,
 )
 from trio_websocket_core._connection import RECEIVE_SIZE
-from trio_websocket_core._http import Header, decode_headers, headers_except, receive_http_head
+from trio_websocket_core._http import Header, headers_except, receive_http_head
 from trio_websocket_core._protocol import FrameProtocol
 
 __all__ = ["wrap_client_stream"]
@@ -103,7 +103,7 @@ async def _handshake(
             nursery, stream, protocol,
             path=resource,
             subprotocol=response.subprotocol,
-            handshake_headers=decode_headers(response.extra_headers),
+            handshake_headers=response.extra_headers,
             message_queue_size=message_queue_size,
             max_message_size=max_message_size,
         )

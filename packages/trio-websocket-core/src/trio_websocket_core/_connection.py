@@ -18,6 +18,8 @@ from wsproto.connection import ConnectionState
 from ._close_reason import CloseReason, check_sendable_close_code
 from ._endpoint import Endpoint, stream_endpoints
 from ._exceptions import ConnectionClosed
+from ._http import RECEIVE_SIZE, decode_headers
+from ._inbox import Inbox
 from ._pings import PingTracker
 from ._protocol import CLOSE, FAIL, MESSAGE, PING, PONG, TOO_BIG, FrameProtocol
 
@@ -32,9 +34,8 @@ logger = logging.getLogger("trio_websocket_core")
 
 DEFAULT_MESSAGE_QUEUE_SIZE = 1
 DEFAULT_MAX_MESSAGE_SIZE = 2**20
-#: Bytes asked of the stream per read: large reads mean fewer trips through the loop.
-RECEIVE_SIZE = 2**16
 
+_READER_NAME = "trio_websocket reader"  # one string for every reader task
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 
@@ -48,6 +49,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
     closes it on exit.
     """
 
+    # Slots: thousands of idle connections are a normal load for a server.
+    __slots__ = ("_broken", "_closed", "_fd", "_flushed", "_handshake_headers", "_inbox",
+                 "_local", "_max_message_size", "_path", "_pings", "_protocol", "_reader_done",
+                 "_reader_finished", "_reader_scope", "_remote", "_stream", "_subprotocol",
+                 "_unsent", "_writing")
+
     def __init__(
         self,
         nursery: trio.Nursery,
@@ -56,39 +63,39 @@ class WebSocketConnection(trio.abc.AsyncResource):
         *,
         path: str,
         subprotocol: str | None = None,
-        handshake_headers: Sequence[tuple[str, str]] = (),
+        handshake_headers: Sequence[tuple[bytes, bytes]] = (),
         message_queue_size: float = DEFAULT_MESSAGE_QUEUE_SIZE,
         max_message_size: float = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         """Take over ``stream`` and start the reader task in ``nursery``.
 
         ``protocol`` holds the frame state agreed in the opening handshake,
-        already fed any bytes that arrived after it.
+        already fed any bytes that arrived after it. ``handshake_headers``
+        are the peer's, as received (decoded only when asked for).
         """
         self._stream = stream
         self._protocol = protocol
         self._path = path
         self._subprotocol = subprotocol
-        self._handshake_headers = tuple(handshake_headers)
+        self._handshake_headers = handshake_headers
         self._max_message_size = max_message_size
         self._local, self._remote = stream_endpoints(stream)
         self._closed: CloseReason | None = None
-        self._send_channel, self._receive_channel = trio.open_memory_channel[str | bytes](
-            message_queue_size
-        )
+        self._inbox: Inbox[str | bytes] = Inbox(message_queue_size)
         self._pings = PingTracker()
         # Writes: one task at a time owns the stream; others append to
         # _unsent and park until the owner has flushed it with its own data.
         self._writing = False
         self._unsent = bytearray()
-        self._flushed = trio.lowlevel.ParkingLot()
+        self._flushed: trio.lowlevel.ParkingLot | None = None  # made when a write must wait
         self._broken = False
         # Plain TCP: writes try the socket directly first, skipping a trip
         # through the scheduler per message; -1 for TLS and other streams.
         self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._reader_scope = trio.CancelScope()
-        self._reader_done = trio.Event()
-        nursery.start_soon(self._read_loop)
+        self._reader_finished = False
+        self._reader_done: trio.Event | None = None  # made when someone waits for it
+        nursery.start_soon(self._read_loop, name=_READER_NAME)
 
     # -- metadata -----------------------------------------------------------
 
@@ -134,7 +141,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
     @property
     def handshake_headers(self) -> tuple[tuple[str, str], ...]:
         """Headers the peer sent in the opening handshake, names in lower case."""
-        return self._handshake_headers
+        return decode_headers(self._handshake_headers)
 
     def __repr__(self) -> str:
         role = "client" if self._protocol.client else "server"
@@ -167,10 +174,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             try:
-                return self._receive_channel.receive_nowait()
+                return self._inbox.get_nowait()
             except trio.WouldBlock:
-                return await self._receive_channel.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
+                pass
+            # Waiting outside the except block: an idle connection then holds
+            # no exception and traceback while it waits.
+            return await self._inbox.get()
+        except trio.EndOfChannel:
             assert self._closed is not None
             raise ConnectionClosed(self._closed) from None
 
@@ -241,13 +251,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :raises ValueError: for a close code that may not be sent.
         """
         check_sendable_close_code(code)
-        self._receive_channel.close()
+        self._inbox.close_get()
         try:
             try:
                 await self._start_close(code, reason)
             except ConnectionClosed:
                 pass  # the transport broke; the connection is already aborted
-            await self._reader_done.wait()
+            if not self._reader_finished:
+                if self._reader_done is None:
+                    self._reader_done = trio.Event()
+                await self._reader_done.wait()
         except BaseException:
             self._abort()
             raise
@@ -256,7 +269,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if self._closed is not None:
             return
         self._closed = self._closing() or CloseReason(code, reason)
-        self._send_channel.close()
+        self._inbox.close_put()
         if self._protocol.state is _OPEN:
             await self._write(self._protocol.close(code, reason))
 
@@ -265,7 +278,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._broken = True
         if self._closed is None:
             self._closed = CloseReason(1006, None)
-        self._send_channel.close()
+        self._inbox.close_put()
         self._reader_scope.cancel()
 
     # -- writing ------------------------------------------------------------
@@ -278,6 +291,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         if self._writing:
             self._unsent += data
+            if self._flushed is None:
+                self._flushed = trio.lowlevel.ParkingLot()
             await self._flushed.park()
             if self._broken:
                 raise ConnectionClosed(self._closed or CloseReason(1006, None))
@@ -313,22 +328,47 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise
         finally:
             self._writing = False
-            self._flushed.unpark_all()
+            if self._flushed is not None:
+                self._flushed.unpark_all()
 
     # -- reading ------------------------------------------------------------
 
     async def _read_loop(self) -> None:
         stream = self._stream
         protocol = self._protocol
+        fd = self._fd
+        waited = False
+        data: bytes | bytearray | None
         try:
             with self._reader_scope:
                 try:
                     keep_reading = await self._handle_events()
                     while keep_reading:
-                        try:
-                            data = await stream.receive_some(RECEIVE_SIZE)
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            break
+                        if fd >= 0:
+                            # Plain TCP: read the socket directly, and go through
+                            # trio only to wait for it (a reader parked in
+                            # receive_some holds ~2 KiB of frames and helpers).
+                            try:
+                                data = os.read(fd, RECEIVE_SIZE)
+                            except BlockingIOError:
+                                data = None  # wait below, outside the except block
+                            except OSError:
+                                break  # reset by the peer, and the like: the connection is lost
+                            if data is None:
+                                try:
+                                    await trio.lowlevel.wait_readable(fd)
+                                except trio.ClosedResourceError:
+                                    break
+                                waited = True
+                                continue
+                            if not waited:
+                                await trio.lowlevel.checkpoint()  # others run; cancellation gets in
+                            waited = False
+                        else:
+                            try:
+                                data = await stream.receive_some(RECEIVE_SIZE)
+                            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                                break
                         if not data:
                             break
                         # After the peer's close frame the protocol ignores input,
@@ -341,13 +381,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
             try:
                 if self._closed is None:
                     self._closed = CloseReason(1006, None)
-                self._send_channel.close()
+                self._inbox.close_put()
                 self._pings.abandon_all()
                 self._fd = -1  # the descriptor may be reused once the stream is closed
                 self._broken = True  # nothing more can be written
                 await trio.aclose_forcefully(stream)
             finally:
-                self._reader_done.set()
+                self._reader_finished = True
+                if self._reader_done is not None:
+                    self._reader_done.set()
 
     async def _handle_events(self) -> bool:
         """Act on every event the protocol has ready; return False to stop reading."""
@@ -356,13 +398,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
             if kind == MESSAGE:
                 if self._closed is not None:
                     continue  # closing: nothing more is delivered
-                try:
-                    try:
-                        self._send_channel.send_nowait(value)
-                    except trio.WouldBlock:
-                        await self._send_channel.send(value)  # the queue is full: wait
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # closed locally meanwhile: queued messages are dropped
+                # After a local aclose() the inbox drops what it is given.
+                if not self._inbox.put_nowait(value):
+                    await self._inbox.put(value)  # the queue is full: wait
             elif kind == PING:
                 if protocol.state is _OPEN:
                     pong = protocol.pong(value)
@@ -394,7 +432,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             # The peer started the closing handshake: record why, then answer.
             if self._closed is None:
                 self._closed = CloseReason(code, reason)
-            self._send_channel.close()
+            self._inbox.close_put()
             await self._write(protocol.close(code, reason))
         # The closing handshake is complete. RFC 6455 7.1.1: the server
         # closes TCP first, so a client keeps reading until it sees EOF.

@@ -11,11 +11,11 @@ from collections.abc import Iterable
 
 import trio
 
-from ._connection import RECEIVE_SIZE
 from ._exceptions import HandshakeError
 
 __all__ = [
     "MAX_HEAD_SIZE",
+    "RECEIVE_SIZE",
     "HeadTooLarge",
     "Header",
     "decode_headers",
@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 Header = tuple[bytes | str, bytes | str]
+
+#: Bytes asked of a stream per read: large reads mean fewer trips through the loop.
+RECEIVE_SIZE = 2**16
 
 #: Largest request or response head accepted, the same bound h11 uses.
 MAX_HEAD_SIZE = 16 * 1024

@@ -83,6 +83,10 @@ class FrameProtocol:
     negotiated permessage-deflate extension, or ``None``.
     """
 
+    __slots__ = ("_data", "_decoder", "_deflate", "_discarding", "_done", "_fill", "_fill_first",
+                 "_fill_key", "_fill_size", "_filled", "_frame_limit", "_max_message_size",
+                 "_need", "_opcode", "_parts", "_pos", "_size", "client", "peer_close", "state")
+
     def __init__(self, client: bool, deflate: Extension | None = None,
                  max_message_size: float = float("inf")) -> None:
         self.client = client
@@ -115,9 +119,6 @@ class FrameProtocol:
         self._parts: list[Any] = []
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
-        self._compressed = False
-        # Sending.
-        self._sending_fragmented = False
 
     # -- receiving ----------------------------------------------------------
 

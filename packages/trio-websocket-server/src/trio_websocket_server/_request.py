@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import http
 import logging
 from collections.abc import Iterable
@@ -27,7 +26,6 @@ from trio_websocket_core._endpoint import stream_endpoints
 from trio_websocket_core._http import (
     Header,
     HeadTooLarge,
-    decode_headers,
     headers_except,
     receive_http_head,
 )
@@ -48,6 +46,12 @@ _REJECT_RESERVED = frozenset({b"content-length", b"transfer-encoding"})
 class WebSocketRequest:
     """A client's opening handshake, waiting for the handler to accept or reject it."""
 
+    # A handler usually keeps its request for the connection's whole life, so
+    # the request keeps little: slots, and no handshake machinery once answered.
+    __slots__ = ("_compression", "_connection", "_endpoints_cache", "_headers",
+                 "_max_message_size", "_message_queue_size", "_nursery", "_path", "_stream",
+                 "_subprotocols", "_trailing_data", "_ws")
+
     def __init__(
         self,
         nursery: trio.Nursery,
@@ -62,13 +66,15 @@ class WebSocketRequest:
         """Built by :func:`wrap_server_stream`; not meant to be built directly."""
         self._nursery = nursery
         self._stream = stream
-        self._ws = ws
-        self._event = event
+        self._ws: WSConnection | None = ws  # until the request is answered
+        self._headers = event.extra_headers
+        self._subprotocols = tuple(event.subprotocols)
+        self._path = event.target
         self._trailing_data = trailing_data
+        self._endpoints_cache: tuple[Endpoint | str, Endpoint | str] | None = None
         self._message_queue_size = message_queue_size
         self._max_message_size = max_message_size
         self._compression = compression
-        self._answered = False
         self._connection: WebSocketConnection | None = None
 
     @property
@@ -78,25 +84,27 @@ class WebSocketRequest:
         wsproto keeps ``Host``, ``Sec-WebSocket-Protocol`` and
         ``Sec-WebSocket-Extensions`` apart: see :attr:`proposed_subprotocols`.
         """
-        return list(self._event.extra_headers)
+        return list(self._headers)
 
     @property
     def proposed_subprotocols(self) -> tuple[str, ...]:
         """The subprotocols the client offered, in its order of preference."""
-        return tuple(self._event.subprotocols)
+        return self._subprotocols
 
     @property
     def path(self) -> str:
         """The requested resource: path and query string."""
-        return self._event.target
+        return self._path
 
-    @functools.cached_property
+    @property
     def _endpoints(self) -> tuple[Endpoint | str, Endpoint | str]:
         # Asked of the stream only if wanted before accept(); after it, the
         # connection has them already.
         if self._connection is not None:
             return self._connection.local, self._connection.remote
-        return stream_endpoints(self._stream)
+        if self._endpoints_cache is None:
+            self._endpoints_cache = stream_endpoints(self._stream)
+        return self._endpoints_cache
 
     @property
     def local(self) -> Endpoint | str:
@@ -108,10 +116,17 @@ class WebSocketRequest:
         """The client's end of the connection."""
         return self._endpoints[1]
 
-    def _claim(self) -> None:
-        if self._answered:
+    @property
+    def _answered(self) -> bool:
+        return self._ws is None
+
+    def _claim(self) -> WSConnection:
+        """Mark the request answered and hand over the handshake state, once."""
+        ws = self._ws
+        if ws is None:
             raise RuntimeError("this request was already accepted or rejected")
-        self._answered = True
+        self._ws = None
+        return ws
 
     async def accept(
         self,
@@ -127,12 +142,12 @@ class WebSocketRequest:
         :raises RuntimeError: if the request was already answered.
         :raises ConnectionClosed: if the client is gone.
         """
-        if subprotocol is not None and subprotocol not in self._event.subprotocols:
+        if subprotocol is not None and subprotocol not in self._subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not proposed by the client")
-        self._claim()
+        ws = self._claim()
         compression = self._compression
         deflate = None if compression is None else compression.extension(self._max_message_size)
-        data = self._ws.send(AcceptConnection(
+        data = ws.send(AcceptConnection(
             subprotocol=subprotocol,
             extra_headers=headers_except(extra_headers, _ACCEPT_RESERVED),
             extensions=[] if deflate is None else [deflate],
@@ -147,11 +162,12 @@ class WebSocketRequest:
         # wsproto negotiated; our own frame layer takes the open connection.
         protocol = FrameProtocol(False, deflate, self._max_message_size)
         protocol.receive_data(self._trailing_data)  # frames sent right behind the request
+        self._trailing_data = b""
         self._connection = WebSocketConnection(
             self._nursery, self._stream, protocol,
-            path=self._event.target,
+            path=self._path,
             subprotocol=subprotocol,
-            handshake_headers=decode_headers(self._event.extra_headers),
+            handshake_headers=self._headers,
             message_queue_size=self._message_queue_size,
             max_message_size=self._max_message_size,
         )
@@ -174,15 +190,15 @@ class WebSocketRequest:
         """
         if status_code == 101 or not 100 <= status_code <= 599:
             raise ValueError(f"cannot reject a handshake with status {status_code}")
-        self._claim()
+        ws = self._claim()
         headers = headers_except(extra_headers, _REJECT_RESERVED)
         if body:
             headers.append((b"content-length", str(len(body)).encode("ascii")))
         self._endpoints  # noqa: B018  (read them while the stream is still open)
-        data = self._ws.send(RejectConnection(
+        data = ws.send(RejectConnection(
             status_code=status_code, headers=headers, has_body=bool(body)))
         if body:
-            data += self._ws.send(RejectData(data=body))
+            data += ws.send(RejectData(data=body))
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -62,6 +62,7 @@ class WebSocketServer:
         self._handler = handler
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
+        self._connection_nursery: trio.Nursery | None = None  # set by run()
         self._message_queue_size = message_queue_size
         self._max_message_size = max_message_size
         self._connect_timeout = connect_timeout
@@ -98,29 +99,32 @@ class WebSocketServer:
     ) -> NoReturn:
         """Serve until cancelled; with ``nursery.start``, report ``self`` once listening."""
         async with trio.open_nursery() as nursery:
+            # Each connection's reader runs beside its handler, in the same
+            # nursery, so that both live as long as the handlers may.
+            self._connection_nursery = self._handler_nursery or nursery
             await nursery.start(functools.partial(
                 trio.serve_listeners, self._serve_connection, self._listeners,
-                handler_nursery=self._handler_nursery,
+                handler_nursery=self._connection_nursery,
             ))
             task_status.started(self)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        async with trio.open_nursery() as nursery:
-            request = None
-            with trio.move_on_after(self._connect_timeout):
-                try:
-                    request = await wrap_server_stream(
-                        nursery, stream, self._message_queue_size, self._max_message_size,
-                        compression=self._compression)
-                except HandshakeError:
-                    return  # answered, closed and logged by wrap_server_stream
-            if request is None:
-                logger.debug("no handshake within %s seconds", self._connect_timeout)
-                return  # wrap_server_stream closed the stream when it was cancelled
-            await self._run_handler(request)
-
-    async def _run_handler(self, request: WebSocketRequest) -> None:
+        # No nursery of its own per connection: that is about 1 KiB each.
+        assert self._connection_nursery is not None
+        request = None
+        with trio.move_on_after(self._connect_timeout):
+            try:
+                request = await wrap_server_stream(
+                    self._connection_nursery, stream, self._message_queue_size,
+                    self._max_message_size, compression=self._compression)
+            except HandshakeError:
+                return  # answered, closed and logged by wrap_server_stream
+        if request is None:
+            logger.debug("no handshake within %s seconds", self._connect_timeout)
+            return  # wrap_server_stream closed the stream when it was cancelled
+        # The handler runs right here rather than in a helper: every frame
+        # below this one stays alive for the whole connection.
         failed = False
         try:
             await self._handler(request)

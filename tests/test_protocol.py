@@ -223,3 +223,10 @@ def test_a_frame_too_long_for_any_message_fails_before_it_is_buffered() -> None:
     # Only the header of a 1 GiB frame arrives: that alone settles it.
     events = feed(protocol, frame(0x2, b"", length=2**30)[:14])
     assert events == [(FAIL, (1009, "frame longer than any acceptable message"))]
+
+
+def test_masking_keys_are_fresh_for_every_frame_across_batches() -> None:
+    client = FrameProtocol(client=True)
+    keys = [bytes(client.message(b"x"))[2:6] for _ in range(3000)]  # crosses key batches
+    assert all(len(key) == 4 for key in keys)
+    assert len(set(keys)) > 2990  # 32 random bits each: a repeat or two at most

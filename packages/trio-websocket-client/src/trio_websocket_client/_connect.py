@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import ssl
 import sys
 import urllib.parse
@@ -70,6 +71,27 @@ def _parse_url(url: str) -> tuple[bool, str, int, str]:
     return secure, parts.hostname, port, resource
 
 
+async def _open_tcp_stream(host: str, port: int) -> trio.SocketStream:
+    """A TCP stream to ``host:port``; an IP address is dialled directly.
+
+    trio.open_tcp_stream resolves the name and races the addresses it gets
+    (happy eyeballs) in a nursery of its own, which a literal address does
+    not need: skipping it is about a tenth of a loopback connection's cost.
+    """
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    sock = trio.socket.socket(trio.socket.AF_INET6 if version == 6 else trio.socket.AF_INET,
+                              trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 async def connect_websocket(
     nursery: trio.Nursery,
     host: str,
@@ -96,7 +118,7 @@ async def connect_websocket(
     ssl_context = _ssl_context_for(use_ssl)
     stream: trio.abc.Stream
     if ssl_context is None:
-        stream = await trio.open_tcp_stream(host, port)
+        stream = await _open_tcp_stream(host, port)
     else:
         stream = await trio.open_ssl_over_tcp_stream(
             host, port, ssl_context=ssl_context, https_compatible=True)

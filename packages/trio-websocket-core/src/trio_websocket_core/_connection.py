@@ -194,14 +194,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :raises ConnectionClosed: if the connection is closed or closing.
         :raises TypeError: for anything but ``str`` or bytes-like.
         """
-        closing = self._closing()
-        if closing is not None:
-            raise ConnectionClosed(closing)
+        protocol = self._protocol
+        if self._closed is not None or protocol.state is not _OPEN:
+            raise ConnectionClosed(self._closing() or CloseReason(1006, None))
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
-        frame = self._protocol.message(message)
+        frame = protocol.message(message)
         await self._write(frame)
-        self._protocol.release(frame)
+        if type(frame) is memoryview:  # a long frame's pooled buffer
+            protocol.release(frame)
 
     # -- pings --------------------------------------------------------------
 

@@ -9,14 +9,42 @@ defined so the tests can hold them to the same answers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-__all__ = ["SMALL", "mask", "mask_in_place", "mask_in_place_numpy", "mask_in_place_python"]
+__all__ = ["SMALL", "mask", "mask_in_place", "mask_in_place_numpy", "mask_in_place_python",
+           "new_key"]
 
 #: Below this many bytes one big-integer XOR beats any in-place pass.
 SMALL = 512
 
 _XOR_TABLES = [bytes(byte ^ key for byte in range(256)) for key in range(256)]
+
+# Masking keys come from the OS's CSPRNG a batch at a time: one getrandom()
+# call per 1024 frames instead of one per frame. A forked child starts afresh
+# so that it never repeats its parent's keys.
+_KEY_BATCH = 4096
+_keys = b""
+_key_position = 0
+
+
+def new_key() -> bytes:
+    """A fresh, unpredictable 4-byte masking key (RFC 6455 section 5.3)."""
+    global _keys, _key_position
+    position = _key_position
+    if position >= len(_keys):
+        _keys = os.urandom(_KEY_BATCH)
+        position = 0
+    _key_position = position + 4
+    return _keys[position:position + 4]
+
+
+def _forget_keys() -> None:
+    global _keys, _key_position
+    _keys, _key_position = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_keys)
 
 
 def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:

@@ -11,7 +11,6 @@ UTF-8 incrementally so bad input fails fast. No I/O: bytes in, events out.
 from __future__ import annotations
 
 import codecs
-import os
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,7 @@ from wsproto.frame_protocol import Opcode, RsvBits
 
 from . import _buffers, _mask
 from ._close_reason import is_wire_close_code
-from ._mask import SMALL, mask
+from ._mask import SMALL, mask, new_key
 
 __all__ = [
     "CLOSE",
@@ -236,7 +235,13 @@ class FrameProtocol:
                 payload = data[start:pos]
             else:
                 payload = bytes(memoryview(data)[start:pos])
-            self._frame(first, opcode, payload, events)
+            if (first == 0x81 or first == 0x82) and not self._opcode \
+                    and self._deflate is None and not self._discarding:
+                # The common case, a whole message in one plain frame, skips
+                # the general dispatch.
+                self._whole_message(opcode, payload, events)
+            else:
+                self._frame(first, opcode, payload, events)
         self._need = need
         if pos >= end:
             self._data = b""
@@ -415,7 +420,7 @@ class FrameProtocol:
         if length < _DIRECT:
             if not client:
                 return header + payload
-            key = os.urandom(4)
+            key = new_key()
             if length < SMALL:
                 return header + key + mask(payload, key)
             frame = bytearray(header)
@@ -434,7 +439,7 @@ class FrameProtocol:
         view[lead:lead + len(header)] = header
         view[lead + head:end] = payload
         if client:
-            key = os.urandom(4)
+            key = new_key()
             view[lead + head - 4:lead + head] = key
             _mask.mask_in_place(buffer, lead + head, end, key)
         return view[lead:end]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -10,18 +11,21 @@ import trio
 import trio.testing
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, TextMessage
+from wsproto.utilities import generate_accept_token as accept_token
 
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
     HandshakeError,
     WebSocketRequest,
+    connect_websocket,
     open_websocket,
     open_websocket_url,
     serve_websocket,
     wrap_client_stream,
     wrap_server_stream,
 )
+from trio_websocket_core._http import Header
 
 from .conftest import HOST, RawPeer
 
@@ -208,6 +212,11 @@ async def test_handler_raising_after_accept_closes_with_1011(
     assert errors and errors[0].name == "trio_websocket_server"
 
 
+# The headers of a valid upgrade request, for the bad ones below to spoil.
+UPGRADE = (b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+
+
 @pytest.mark.parametrize(("request_bytes", "status"), [
     (b"garbage\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # plain HTTP, no upgrade
@@ -216,6 +225,16 @@ async def test_handler_raising_after_accept_closes_with_1011(
     (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
      b"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 426),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.0\r\nHost: x\r\n" + UPGRADE + b"\r\n", 400),  # not HTTP/1.1
+    (b"GET / HTTP/1.1\r\n" + UPGRADE + b"\r\n", 400),  # no Host
+    (b"GET / HTTP/1.1\r\nHost: \xff\r\n" + UPGRADE + b"\r\n", 400),  # not a host name
+    (b"GET / HTTP/1.1\r\nHost: x\r\n X-Folded: yes\r\n" + UPGRADE + b"\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n" + UPGRADE + b"\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + UPGRADE + b"\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + UPGRADE.replace(b"websocket", b"h2c") + b"\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n"
+     + UPGRADE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"") + b"\r\n", 400),
+    (b"GET /a b HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"\r\n", 400),
 ])
 async def test_bad_requests_get_http_errors_and_server_lives_on(
         nursery: trio.Nursery, request_bytes: bytes, status: int) -> None:
@@ -277,6 +296,64 @@ async def test_client_refuses_a_bad_accept_token(nursery: trio.Nursery) -> None:
     nursery.start_soon(liar)
     with pytest.raises(HandshakeError):
         await wrap_client_stream(nursery, client_stream, "localhost", "/")
+
+
+@pytest.mark.parametrize("response", [
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: {accept}\r\nBroken header\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: never-offered\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: x-unknown\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: {accept}\r\n\r\n",  # no Upgrade
+    b"HTTP/2 101\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: {accept}\r\n\r\n",
+])
+async def test_client_refuses_an_invalid_acceptance(nursery: trio.Nursery,
+                                                    response: bytes) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+
+    async def server() -> None:
+        request = await server_stream.receive_some()
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", request)
+        assert key is not None
+        await server_stream.send_all(response.replace(b"{accept}", accept_token(key.group(1))))
+
+    nursery.start_soon(server)
+    with pytest.raises(HandshakeError):
+        await wrap_client_stream(nursery, client_stream, "localhost", "/")
+
+
+@pytest.mark.parametrize("headers", [
+    [("X-Evil", "a\r\nSet-Cookie: forged=1")],
+    [("X-Evil\r\nSet-Cookie", "forged=1")],
+    [(b"X-Nul", b"a\x00b")],
+])
+async def test_headers_that_would_forge_others_are_refused(nursery: trio.Nursery,
+                                                           headers: list[Header]) -> None:
+    outcome: list[str] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        try:
+            await request.accept(extra_headers=headers)
+        except ValueError:
+            outcome.append("accept refused")
+        try:
+            await request.reject(400, extra_headers=headers)
+        except ValueError:
+            outcome.append("reject refused")
+        await request.reject(400)
+
+    port = await start_server(nursery, handler)
+    with pytest.raises(ValueError):
+        await connect_websocket(nursery, HOST, port, "/", use_ssl=False, extra_headers=headers)
+    with pytest.raises(ValueError):
+        await connect_websocket(nursery, HOST, port, "/", use_ssl=False,
+                                subprotocols=["chat, evil"])
+    with pytest.raises(ConnectionRejected):
+        await connect_websocket(nursery, HOST, port, "/", use_ssl=False)
+    assert outcome == ["accept refused", "reject refused"]
 
 
 async def test_server_hanging_up_mid_handshake(nursery: trio.Nursery) -> None:

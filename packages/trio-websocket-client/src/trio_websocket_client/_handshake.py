@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.events import RejectConnection, RejectData, Request
 from wsproto.extensions import Extension
 from wsproto.utilities import RemoteProtocolError
 
@@ -23,6 +23,8 @@ from trio_websocket_core import (
 from trio_websocket_core._connection import RECEIVE_SIZE
 from trio_websocket_core._http import Header, headers_except, receive_http_head
 from trio_websocket_core._protocol import FrameProtocol
+
+from ._upgrade import check_accept, new_key, request, status_of
 
 __all__ = ["wrap_client_stream"]
 
@@ -56,6 +58,7 @@ async def wrap_client_stream(
 
     :raises ConnectionRejected: if the server answers with an HTTP error.
     :raises HandshakeError: if the server's answer is not a valid upgrade.
+    :raises ValueError: for a header or subprotocol that is not valid HTTP.
     """
     try:
         return await _handshake(
@@ -79,34 +82,36 @@ async def _handshake(
     max_message_size: float,
     extensions: list[Extension],
 ) -> WebSocketConnection:
-    ws = WSConnection(ConnectionType.CLIENT)
-    request = Request(host=host, target=resource, subprotocols=subprotocols,
-                      extra_headers=extra_headers, extensions=extensions)
+    key = new_key()
+    data = request(host, resource, key, subprotocols, extensions, extra_headers)
     try:
-        await stream.send_all(ws.send(request))
+        await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         if isinstance(exc.__cause__, OSError):
             raise exc.__cause__ from None  # a TLS failure is a network error, as in connect
         raise HandshakeError(f"connection lost during the opening handshake: {exc!r}") from exc
     head, rest = await receive_http_head(stream)
-    try:
-        ws.receive_data(head)
-        response = next(ws.events(), None)
-    except RemoteProtocolError as exc:
-        raise HandshakeError(f"invalid handshake response: {exc}") from exc
-    if isinstance(response, AcceptConnection):
-        # wsproto negotiated; our own frame layer takes the open connection.
-        deflate = next((ext for ext in response.extensions if ext.enabled()), None)
+    if status_of(head) == 101:
+        accepted = check_accept(head, key, subprotocols, extensions)
+        deflate = next((ext for ext in accepted.extensions if ext.enabled()), None)
         protocol = FrameProtocol(True, deflate, max_message_size)
         protocol.receive_data(rest)  # frames the server sent right behind the handshake
         return WebSocketConnection(
             nursery, stream, protocol,
             path=resource,
-            subprotocol=response.subprotocol,
-            handshake_headers=response.extra_headers,
+            subprotocol=accepted.subprotocol,
+            handshake_headers=accepted.headers,
             message_queue_size=message_queue_size,
             max_message_size=max_message_size,
         )
+    # A refusal: wsproto's HTTP machinery reads its body however it is framed.
+    ws = WSConnection(ConnectionType.CLIENT)
+    ws.send(Request(host=host, target=resource))
+    try:
+        ws.receive_data(head)
+        response = next(ws.events(), None)
+    except RemoteProtocolError as exc:
+        raise HandshakeError(f"invalid handshake response: {exc}") from exc
     if isinstance(response, RejectConnection):
         body = b""
         if response.has_body:

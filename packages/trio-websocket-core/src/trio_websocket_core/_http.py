@@ -7,6 +7,7 @@ body) are never lost.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import trio
@@ -65,6 +66,10 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
             raise HeadTooLarge(f"HTTP head longer than {MAX_HEAD_SIZE} bytes")
 
 
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _as_bytes(value: bytes | str) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else bytes(value)
 
@@ -72,12 +77,18 @@ def _as_bytes(value: bytes | str) -> bytes:
 def headers_except(
     headers: Iterable[Header] | None, reserved: frozenset[bytes]
 ) -> list[tuple[bytes, bytes]]:
-    """The user's extra headers as bytes, minus the ones the handshake itself sets."""
+    """The user's extra headers as bytes, minus the ones the handshake itself sets.
+
+    :raises ValueError: for a name that is not an HTTP token or a value with
+        a line break or other control character (it would forge headers).
+    """
     result = []
     for name, value in headers or ():
-        name_bytes = _as_bytes(name)
+        name_bytes, value_bytes = _as_bytes(name), _as_bytes(value)
+        if not _TOKEN.fullmatch(name_bytes) or _CONTROL.search(value_bytes):
+            raise ValueError(f"invalid HTTP header {name_bytes!r}: {value_bytes!r}")
         if name_bytes.lower() not in reserved:
-            result.append((name_bytes, _as_bytes(value)))
+            result.append((name_bytes, value_bytes.strip(b" \t")))
     return result
 
 

@@ -7,9 +7,6 @@ import logging
 from collections.abc import Iterable
 
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
-from wsproto.utilities import RemoteProtocolError
 
 from trio_websocket_core import (
     DEFAULT_COMPRESSION,
@@ -31,6 +28,8 @@ from trio_websocket_core._http import (
 )
 from trio_websocket_core._protocol import FrameProtocol
 
+from ._upgrade import BadRequest, UpgradeRequest, accept_response, parse_request, response
+
 __all__ = ["WebSocketRequest", "wrap_server_stream"]
 
 logger = logging.getLogger("trio_websocket_server")
@@ -48,16 +47,15 @@ class WebSocketRequest:
 
     # A handler usually keeps its request for the connection's whole life, so
     # the request keeps little: slots, and no handshake machinery once answered.
-    __slots__ = ("_compression", "_connection", "_endpoints_cache", "_headers",
-                 "_max_message_size", "_message_queue_size", "_nursery", "_path", "_stream",
-                 "_subprotocols", "_trailing_data", "_ws")
+    __slots__ = ("_answered", "_compression", "_connection", "_endpoints_cache",
+                 "_max_message_size", "_message_queue_size", "_nursery", "_request", "_stream",
+                 "_trailing_data")
 
     def __init__(
         self,
         nursery: trio.Nursery,
         stream: trio.abc.Stream,
-        ws: WSConnection,
-        event: Request,
+        request: UpgradeRequest,
         trailing_data: bytes,
         message_queue_size: float,
         max_message_size: float,
@@ -66,10 +64,8 @@ class WebSocketRequest:
         """Built by :func:`wrap_server_stream`; not meant to be built directly."""
         self._nursery = nursery
         self._stream = stream
-        self._ws: WSConnection | None = ws  # until the request is answered
-        self._headers = event.extra_headers
-        self._subprotocols = tuple(event.subprotocols)
-        self._path = event.target
+        self._request = request
+        self._answered = False
         self._trailing_data = trailing_data
         self._endpoints_cache: tuple[Endpoint | str, Endpoint | str] | None = None
         self._message_queue_size = message_queue_size
@@ -84,17 +80,17 @@ class WebSocketRequest:
         wsproto keeps ``Host``, ``Sec-WebSocket-Protocol`` and
         ``Sec-WebSocket-Extensions`` apart: see :attr:`proposed_subprotocols`.
         """
-        return list(self._headers)
+        return list(self._request.headers)
 
     @property
     def proposed_subprotocols(self) -> tuple[str, ...]:
         """The subprotocols the client offered, in its order of preference."""
-        return self._subprotocols
+        return self._request.subprotocols
 
     @property
     def path(self) -> str:
         """The requested resource: path and query string."""
-        return self._path
+        return self._request.path
 
     @property
     def _endpoints(self) -> tuple[Endpoint | str, Endpoint | str]:
@@ -116,17 +112,10 @@ class WebSocketRequest:
         """The client's end of the connection."""
         return self._endpoints[1]
 
-    @property
-    def _answered(self) -> bool:
-        return self._ws is None
-
-    def _claim(self) -> WSConnection:
-        """Mark the request answered and hand over the handshake state, once."""
-        ws = self._ws
-        if ws is None:
+    def _claim(self) -> None:
+        if self._answered:
             raise RuntimeError("this request was already accepted or rejected")
-        self._ws = None
-        return ws
+        self._answered = True
 
     async def accept(
         self,
@@ -138,20 +127,20 @@ class WebSocketRequest:
 
         :param subprotocol: one of :attr:`proposed_subprotocols`, or ``None``.
         :param extra_headers: more ``(name, value)`` pairs for the response.
-        :raises ValueError: if ``subprotocol`` was not proposed.
+        :raises ValueError: if ``subprotocol`` was not proposed, or for a header
+            that is not valid HTTP (the request stays unanswered).
         :raises RuntimeError: if the request was already answered.
         :raises ConnectionClosed: if the client is gone.
         """
-        if subprotocol is not None and subprotocol not in self._subprotocols:
+        request = self._request
+        if subprotocol is not None and subprotocol not in request.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not proposed by the client")
-        ws = self._claim()
+        headers = headers_except(extra_headers, _ACCEPT_RESERVED)
+        self._claim()
         compression = self._compression
         deflate = None if compression is None else compression.extension(self._max_message_size)
-        data = ws.send(AcceptConnection(
-            subprotocol=subprotocol,
-            extra_headers=headers_except(extra_headers, _ACCEPT_RESERVED),
-            extensions=[] if deflate is None else [deflate],
-        ))
+        data = accept_response(request, subprotocol, [] if deflate is None else [deflate],
+                               headers)
         try:
             await self._stream.send_all(data)
         except BaseException as exc:
@@ -165,9 +154,9 @@ class WebSocketRequest:
         self._trailing_data = b""
         self._connection = WebSocketConnection(
             self._nursery, self._stream, protocol,
-            path=self._path,
+            path=request.path,
             subprotocol=subprotocol,
-            handshake_headers=self._headers,
+            handshake_headers=request.headers,
             message_queue_size=self._message_queue_size,
             max_message_size=self._max_message_size,
         )
@@ -185,20 +174,16 @@ class WebSocketRequest:
         :param status_code: an HTTP status other than 101, ideally 300-599.
         :param extra_headers: more ``(name, value)`` pairs for the response.
         :param body: the response body, or ``None`` for an empty one.
-        :raises ValueError: for 101 or a status outside 100-599.
+        :raises ValueError: for 101, a status outside 100-599, or a header that
+            is not valid HTTP (the request stays unanswered).
         :raises RuntimeError: if the request was already answered.
         """
         if status_code == 101 or not 100 <= status_code <= 599:
             raise ValueError(f"cannot reject a handshake with status {status_code}")
-        ws = self._claim()
         headers = headers_except(extra_headers, _REJECT_RESERVED)
-        if body:
-            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        self._claim()
+        data = response(status_code, headers, body or b"")
         self._endpoints  # noqa: B018  (read them while the stream is still open)
-        data = ws.send(RejectConnection(
-            status_code=status_code, headers=headers, has_body=bool(body)))
-        if body:
-            data += ws.send(RejectData(data=body))
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -217,17 +202,10 @@ async def refuse(
     Written by hand because after a parse error the HTTP state machine
     will not produce a response.
     """
-    phrase = http.HTTPStatus(status_code).phrase
-    body = f"{status_code} {phrase}\n".encode("ascii")
-    lines = [
-        f"HTTP/1.1 {status_code} {phrase}".encode("ascii"),
-        b"content-type: text/plain; charset=utf-8",
-        b"content-length: " + str(len(body)).encode("ascii"),
-        b"connection: close",
-    ]
-    lines += [name + b": " + value for name, value in headers]
+    body = f"{status_code} {http.HTTPStatus(status_code).phrase}\n".encode("ascii")
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), *headers]
     try:
-        await stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        await stream.send_all(response(status_code, headers, body))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
@@ -268,24 +246,18 @@ async def wrap_server_stream(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    ws = WSConnection(ConnectionType.SERVER)
     status: int = 400
     headers: list[tuple[bytes, bytes]] = []
     try:
-        ws.receive_data(head)
-        event = next(ws.events(), None)
-        problem = None if isinstance(event, Request) else f"not a WebSocket request: {event!r}"
-    except RemoteProtocolError as exc:
-        hint = exc.event_hint
-        if isinstance(hint, RejectConnection):
-            status, headers = hint.status_code, list(hint.headers)
+        request = parse_request(head)
+    except BadRequest as exc:
+        status, headers = exc.status, exc.headers
         problem = f"invalid handshake request: {exc}"
-    except (ValueError, UnicodeError) as exc:  # e.g. a Host header idna cannot decode
+    except UnicodeError as exc:  # e.g. a Host header idna cannot decode
         problem = f"invalid handshake request: {exc!r}"
-    if problem is not None:
-        logger.debug("refusing a handshake with HTTP %d: %s", status, problem)
-        await refuse(stream, status, headers)
-        raise HandshakeError(problem)
-    assert isinstance(event, Request)
-    return WebSocketRequest(nursery, stream, ws, event, rest, message_queue_size,
-                            max_message_size, compression)
+    else:
+        return WebSocketRequest(nursery, stream, request, rest, message_queue_size,
+                                max_message_size, compression)
+    logger.debug("refusing a handshake with HTTP %d: %s", status, problem)
+    await refuse(stream, status, headers)
+    raise HandshakeError(problem)

@@ -1,0 +1,138 @@
+"""The HTTP side of a server's opening handshake, Sans-IO: parse the request, write the answer.
+
+wsproto ran this through h11 at ~55 us a connection, a tenth of a loopback
+connection's whole cost, and kept the state machines alive as long as the
+request. A WebSocket upgrade is one fixed-shape GET with no body, so it is
+parsed here directly, with the same checks and answers wsproto gives;
+wsproto's helpers still negotiate extensions and compute the accept token.
+"""
+
+from __future__ import annotations
+
+import http
+import re
+from collections.abc import Sequence
+
+from wsproto.extensions import Extension
+from wsproto.handshake import server_extensions_handshake
+from wsproto.utilities import generate_accept_token, split_comma_header
+
+__all__ = ["BadRequest", "UpgradeRequest", "accept_response", "parse_request", "response"]
+
+# RFC 9110 field-name (a token), then optional whitespace and a value
+# without control characters (tabs allowed).
+_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+
+
+class BadRequest(Exception):
+    """A request that cannot become a WebSocket: answer ``status`` with ``headers``."""
+
+    def __init__(self, message: str, status: int = 400,
+                 headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = list(headers)
+
+
+class UpgradeRequest:
+    """What a valid upgrade request asked for."""
+
+    __slots__ = ("extensions", "headers", "key", "path", "subprotocols")
+
+    def __init__(self, path: str, headers: list[tuple[bytes, bytes]], key: bytes,
+                 subprotocols: tuple[str, ...], extensions: list[str]) -> None:
+        self.path = path
+        #: Every header but Host, Sec-WebSocket-Protocol and -Extensions
+        #: (those are parsed out), names in lower case.
+        self.headers = headers
+        self.key = key
+        self.subprotocols = subprotocols
+        self.extensions = extensions  # the client's offers, one string each
+
+
+def parse_request(head: bytes) -> UpgradeRequest:
+    """Check an HTTP request head (through its blank line) as an upgrade to WebSocket.
+
+    :raises BadRequest: with the status to answer (400, or 426 for a wrong version).
+    :raises UnicodeError: for a Host or list header that is not ASCII/IDNA (answer 400).
+    """
+    lines = head.split(b"\r\n")
+    request_line = lines[0].split(b" ")
+    if len(request_line) != 3 or request_line[2] != b"HTTP/1.1" \
+            or not _TARGET.fullmatch(request_line[1]):
+        raise BadRequest(f"not an HTTP/1.1 request line: {lines[0]!r}")
+    if request_line[0] != b"GET":
+        raise BadRequest("Request method must be GET")
+    connection_tokens: list[str] | None = None
+    extensions: list[str] = []
+    host = key = version = None
+    subprotocols: list[str] = []
+    upgrade = b""
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:-2]:  # the head ends with an empty line, then b""
+        field = _FIELD.fullmatch(line)
+        if field is None:
+            raise BadRequest(f"malformed header line: {line[:100]!r}")
+        name, value = field.group(1).lower(), field.group(2)
+        if name == b"connection":
+            connection_tokens = split_comma_header(value)
+        elif name == b"host":
+            host = value.decode("idna")
+            continue
+        elif name == b"sec-websocket-extensions":
+            extensions.extend(split_comma_header(value))
+            continue
+        elif name == b"sec-websocket-key":
+            key = value
+        elif name == b"sec-websocket-protocol":
+            subprotocols.extend(split_comma_header(value))
+            continue
+        elif name == b"sec-websocket-version":
+            version = value
+        elif name == b"upgrade":
+            upgrade = value
+        elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            raise BadRequest("an upgrade request has no body")
+        headers.append((name, value))
+    if connection_tokens is None or not any(t.lower() == "upgrade" for t in connection_tokens):
+        raise BadRequest("Missing header, 'Connection: Upgrade'")
+    if version != b"13":
+        raise BadRequest("Missing header, 'Sec-WebSocket-Version'", 426 if version else 400,
+                         [(b"Sec-WebSocket-Version", b"13")])
+    if key is None:
+        raise BadRequest("Missing header, 'Sec-WebSocket-Key'")
+    if upgrade.lower() != b"websocket":
+        raise BadRequest("Missing header, 'Upgrade: websocket'")
+    if host is None:
+        raise BadRequest("Missing header, 'Host'")
+    return UpgradeRequest(request_line[1].decode("ascii"), headers, key,
+                          tuple(subprotocols), extensions)
+
+
+def accept_response(request: UpgradeRequest, subprotocol: str | None,
+                    extensions: list[Extension],
+                    extra_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The 101 answer; ``extensions`` are offered to the client's offers and may accept."""
+    lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade",
+             b"Sec-WebSocket-Accept: " + generate_accept_token(request.key)]
+    if subprotocol is not None:
+        lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii"))
+    if extensions and request.extensions:
+        agreed = server_extensions_handshake(request.extensions, extensions)
+        if agreed:
+            lines.append(b"Sec-WebSocket-Extensions: " + agreed)
+    lines += [name + b": " + value for name, value in extra_headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def response(status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes = b"") -> bytes:
+    """A complete HTTP response that ends the exchange (the stream is closed after it)."""
+    try:
+        phrase = http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        phrase = b""
+    lines = [b"HTTP/1.1 %d %s" % (status, phrase)]
+    lines += [name + b": " + value for name, value in headers]
+    lines += [b"content-length: %d" % len(body), b"connection: close"]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

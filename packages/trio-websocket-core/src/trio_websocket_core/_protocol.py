@@ -82,9 +82,29 @@ class FrameProtocol:
     negotiated permessage-deflate extension, or ``None``.
     """
 
-    __slots__ = ("_data", "_decoder", "_deflate", "_discarding", "_done", "_fill", "_fill_first",
-                 "_fill_key", "_fill_size", "_filled", "_frame_limit", "_max_message_size",
-                 "_need", "_opcode", "_parts", "_pos", "_size", "client", "peer_close", "state")
+    __slots__ = (
+        "_binary",
+        "_data",
+        "_decoder",
+        "_deflate",
+        "_discarding",
+        "_done",
+        "_fill",
+        "_fill_first",
+        "_fill_key",
+        "_fill_size",
+        "_filled",
+        "_frame_limit",
+        "_max_message_size",
+        "_need",
+        "_opcode",
+        "_parts",
+        "_pos",
+        "_size",
+        "client",
+        "peer_close",
+        "state",
+    )
 
     def __init__(self, client: bool, deflate: Extension | None = None,
                  max_message_size: float = float("inf")) -> None:
@@ -115,7 +135,8 @@ class FrameProtocol:
         self._discarding = False  # after TOO_BIG, data frames are dropped
         # The message being reassembled.
         self._opcode = 0  # _TEXT or _BINARY while a fragmented message is open
-        self._parts: list[Any] = []
+        self._parts: list[str] = []  # a text message's decoded fragments
+        self._binary: bytearray | None = None  # a binary message's fragments, joined
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
 
@@ -240,6 +261,10 @@ class FrameProtocol:
                 # The common case, a whole message in one plain frame, skips
                 # the general dispatch.
                 self._whole_message(opcode, payload, events)
+            elif first & 0x7F == 0 and self._opcode and self._deflate is None \
+                    and not self._discarding:
+                # A plain continuation frame: straight to reassembly.
+                self._add_fragment(payload, first == 0x80, events)
             else:
                 self._frame(first, opcode, payload, events)
         self._need = need
@@ -335,7 +360,7 @@ class FrameProtocol:
             events.append((MESSAGE, message))
 
     def _add_fragment(self, payload: _Payload, fin: bool, events: list[Event]) -> None:
-        chunk: str | bytes
+        message: str | bytes
         if self._opcode == _TEXT:
             if self._decoder is None:
                 self._decoder = _utf8_decoder()
@@ -343,23 +368,31 @@ class FrameProtocol:
                 chunk = self._decoder.decode(payload, fin)
             except UnicodeDecodeError:
                 raise _ProtocolError(1007, "text message is not valid UTF-8") from None
+            self._size += len(chunk)
+            self._parts.append(chunk)
         else:
-            chunk = bytes(payload)
-        self._size += len(chunk)
+            # Binary fragments go straight into one buffer: no object per fragment.
+            if self._binary is None:
+                self._binary = bytearray(payload)
+            else:
+                self._binary += payload
+            self._size = len(self._binary)
         if self._size > self._max_message_size:
             self._message_too_big(events)
             self._opcode = 0 if fin else self._opcode
             return
-        self._parts.append(chunk)
         if fin:
-            parts = self._parts
-            message = chunk[:0].join(parts) if len(parts) > 1 else parts[0]
+            if self._binary is not None:
+                message = bytes(self._binary)
+            else:
+                message = "".join(self._parts)
             self._reset_message()
             events.append((MESSAGE, message))
 
     def _reset_message(self) -> None:
         self._opcode = 0
         self._parts = []
+        self._binary = None
         self._size = 0
         self._decoder = None
 

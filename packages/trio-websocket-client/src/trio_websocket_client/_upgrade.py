@@ -17,11 +17,11 @@ from wsproto.handshake import client_extensions_handshake
 from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
 
 from trio_websocket_core import HandshakeError
+from trio_websocket_core._http import header_fields
 
 __all__ = ["Accepted", "check_accept", "new_key", "request", "status_of"]
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3})(?: [^\r\n]*)?")
-_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -95,11 +95,7 @@ def check_accept(head: bytes, key: bytes, subprotocols: list[str],
     upgrade = b""
     headers: list[tuple[bytes, bytes]] = []
     try:
-        for line in head.split(b"\r\n")[1:-2]:
-            field = _FIELD.fullmatch(line)
-            if field is None:
-                raise HandshakeError(f"invalid handshake response header: {line[:100]!r}")
-            name, value = field.group(1).lower(), field.group(2)
+        for name, value in header_fields(head):
             if name == b"connection":
                 connection_tokens = split_comma_header(value)
             elif name == b"sec-websocket-extensions":
@@ -122,6 +118,6 @@ def check_accept(head: bytes, key: bytes, subprotocols: list[str],
             raise HandshakeError(
                 f"invalid handshake response: unrecognized subprotocol {subprotocol}")
         agreed = client_extensions_handshake(accepts, extensions)
-    except (RemoteProtocolError, UnicodeError) as exc:
+    except (RemoteProtocolError, ValueError) as exc:  # UnicodeError is a ValueError
         raise HandshakeError(f"invalid handshake response: {exc}") from exc
     return Accepted(subprotocol, agreed, headers)

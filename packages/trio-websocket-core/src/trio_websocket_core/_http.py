@@ -20,6 +20,7 @@ __all__ = [
     "HeadTooLarge",
     "Header",
     "decode_headers",
+    "header_fields",
     "headers_except",
     "receive_http_head",
 ]
@@ -68,6 +69,25 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A header line: a token, a colon, then a value without control characters
+# (tabs allowed) between optional whitespace. No obs-fold continuation lines.
+_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+
+
+def header_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The ``(name, value)`` header lines of an HTTP head, names in lower case.
+
+    ``head`` runs from the start line through the blank line that ends it.
+
+    :raises ValueError: for a line that is not a well-formed header.
+    """
+    fields = []
+    for line in head.split(b"\r\n")[1:-2]:  # after the start line, before b"" and b""
+        field = _FIELD.fullmatch(line)
+        if field is None:
+            raise ValueError(f"malformed header line: {line[:100]!r}")
+        fields.append((field.group(1).lower(), field.group(2)))
+    return fields
 
 
 def _as_bytes(value: bytes | str) -> bytes:

@@ -17,11 +17,10 @@ from wsproto.extensions import Extension
 from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token, split_comma_header
 
+from trio_websocket_core._http import header_fields
+
 __all__ = ["BadRequest", "UpgradeRequest", "accept_response", "parse_request", "response"]
 
-# RFC 9110 field-name (a token), then optional whitespace and a value
-# without control characters (tabs allowed).
-_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 
 
@@ -57,11 +56,11 @@ def parse_request(head: bytes) -> UpgradeRequest:
     :raises BadRequest: with the status to answer (400, or 426 for a wrong version).
     :raises UnicodeError: for a Host or list header that is not ASCII/IDNA (answer 400).
     """
-    lines = head.split(b"\r\n")
-    request_line = lines[0].split(b" ")
+    start_line = head[:head.find(b"\r\n")]
+    request_line = start_line.split(b" ")
     if len(request_line) != 3 or request_line[2] != b"HTTP/1.1" \
             or not _TARGET.fullmatch(request_line[1]):
-        raise BadRequest(f"not an HTTP/1.1 request line: {lines[0]!r}")
+        raise BadRequest(f"not an HTTP/1.1 request line: {start_line[:100]!r}")
     if request_line[0] != b"GET":
         raise BadRequest("Request method must be GET")
     connection_tokens: list[str] | None = None
@@ -70,11 +69,11 @@ def parse_request(head: bytes) -> UpgradeRequest:
     subprotocols: list[str] = []
     upgrade = b""
     headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:-2]:  # the head ends with an empty line, then b""
-        field = _FIELD.fullmatch(line)
-        if field is None:
-            raise BadRequest(f"malformed header line: {line[:100]!r}")
-        name, value = field.group(1).lower(), field.group(2)
+    try:
+        fields = header_fields(head)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    for name, value in fields:
         if name == b"connection":
             connection_tokens = split_comma_header(value)
         elif name == b"host":

@@ -27,7 +27,7 @@ async def test_a_full_queue_holds_the_producer_until_a_getter_makes_room(
 
     async def produce() -> None:
         for i in range(3):
-            await inbox.put(i)
+            await inbox.put([i])
             done.append(i)
 
     nursery.start_soon(produce)
@@ -50,7 +50,7 @@ async def test_capacity_zero_hands_each_item_to_a_getter(nursery: trio.Nursery) 
 
     nursery.start_soon(getter)
     await trio.testing.wait_all_tasks_blocked()
-    await inbox.put("handed over")
+    await inbox.put(["handed over"])
     await trio.testing.wait_all_tasks_blocked()
     assert got == ["handed over"]
 
@@ -121,7 +121,7 @@ async def test_close_get_drops_the_queue_and_frees_the_producer(nursery: trio.Nu
     released = trio.Event()
 
     async def produce() -> None:
-        await inbox.put(2)  # waits: the queue is full
+        await inbox.put([2])  # waits: the queue is full
         released.set()
 
     nursery.start_soon(produce)
@@ -131,3 +131,23 @@ async def test_close_get_drops_the_queue_and_frees_the_producer(nursery: trio.Nu
     assert inbox.put_nowait(3)  # accepted and dropped
     with pytest.raises(trio.EndOfChannel):
         inbox.get_nowait()
+
+
+async def test_a_producer_waiting_with_several_items_wakes_once_all_are_queued(
+        nursery: trio.Nursery) -> None:
+    inbox: Inbox[int] = Inbox(1)
+    woke: list[bool] = []
+
+    async def produce() -> None:
+        await inbox.put([1, 2, 3, 4])
+        woke.append(True)
+
+    nursery.start_soon(produce)
+    await trio.testing.wait_all_tasks_blocked()
+    assert [inbox.get_nowait(), inbox.get_nowait()] == [1, 2]  # no wake-up in between
+    await trio.testing.wait_all_tasks_blocked()
+    assert not woke  # it still holds 4
+    assert inbox.get_nowait() == 3  # 4 moves into the queue: nothing left to hold
+    await trio.testing.wait_all_tasks_blocked()
+    assert woke == [True]
+    assert inbox.get_nowait() == 4

@@ -395,13 +395,22 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _handle_events(self) -> bool:
         """Act on every event the protocol has ready; return False to stop reading."""
         protocol = self._protocol
-        for kind, value in protocol.events():
+        events = protocol.events()
+        index = 0
+        while index < len(events):
+            kind, value = events[index]
+            index += 1
             if kind == MESSAGE:
                 if self._closed is not None:
                     continue  # closing: nothing more is delivered
                 # After a local aclose() the inbox drops what it is given.
                 if not self._inbox.put_nowait(value):
-                    await self._inbox.put(value)  # the queue is full: wait
+                    # The queue is full: wait, holding this message and the ones
+                    # right behind it, which getters then take without waking us.
+                    start = index - 1
+                    while index < len(events) and events[index][0] == MESSAGE:
+                        index += 1
+                    await self._inbox.put([message for _, message in events[start:index]])
             elif kind == PING:
                 if protocol.state is _OPEN:
                     pong = protocol.pong(value)

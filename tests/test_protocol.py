@@ -24,10 +24,14 @@ from trio_websocket_core._protocol import (
 MASKERS = {"python": _mask.mask_in_place_python, "numpy": _mask.mask_in_place_numpy}
 
 
+XORS = {"python": _mask.xor_python, "numpy": _mask.xor_numpy}
+
+
 @pytest.fixture(params=list(MASKERS))
 def masker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with each masking implementation in turn."""
     monkeypatch.setattr(_mask, "mask_in_place", MASKERS[request.param])
+    monkeypatch.setattr(_mask, "xor", XORS[request.param])
     return str(request.param)
 
 
@@ -230,3 +234,43 @@ def test_masking_keys_are_fresh_for_every_frame_across_batches() -> None:
     keys = [bytes(client.message(b"x"))[2:6] for _ in range(3000)]  # crosses key batches
     assert all(len(key) == 4 for key in keys)
     assert len(set(keys)) > 2990  # 32 random bits each: a repeat or two at most
+
+
+def small_fragments(opcode: int, payload: bytes, size: int) -> bytes:
+    """``payload`` as a client sends it in fragments of ``size`` bytes, each with its own key."""
+    pieces = [payload[i:i + size] for i in range(0, len(payload), size)]
+    return b"".join(frame(opcode if i == 0 else 0, piece, fin=i == len(pieces) - 1,
+                          key=os.urandom(4)) for i, piece in enumerate(pieces))
+
+
+@pytest.mark.parametrize("step", [None, 1, 5, 71, 1000, 65536])
+def test_runs_of_small_fragments_reassemble_however_they_are_read(masker: str,
+                                                                  step: int | None) -> None:
+    text = "é☃x" * 3000  # multi-byte characters split across fragments
+    binary = os.urandom(20000)
+    stream = (small_fragments(0x1, text.encode(), 64) + frame(0x9, b"p")
+              + small_fragments(0x2, binary, 7) + small_fragments(0x2, b"ab", 1))
+    assert feed(FrameProtocol(client=False), stream, step) == [
+        (MESSAGE, text), (PING, b"p"), (MESSAGE, binary), (MESSAGE, b"ab")]
+
+
+def test_a_ping_inside_a_run_of_fragments_keeps_its_place(masker: str) -> None:
+    message = frame(0x2, b"a" * 64, fin=False) + frame(0x0, b"b" * 64, fin=False)
+    ping = frame(0x9, b"mid")
+    rest = frame(0x0, b"c" * 64, fin=False) + frame(0x0, b"d", fin=True)
+    events = feed(FrameProtocol(client=False), message + ping + rest)
+    assert events == [(PING, b"mid"), (MESSAGE, b"a" * 64 + b"b" * 64 + b"c" * 64 + b"d")]
+
+
+def test_invalid_utf8_in_a_run_of_small_fragments_fails_before_later_frames(masker: str) -> None:
+    bad = small_fragments(0x1, b"ok" * 100 + b"\xff" + b"x" * 100, 16)
+    events = feed(FrameProtocol(client=False), bad[:-30] + frame(0x9, b"after"))
+    assert events == [(FAIL, (1007, "text message is not valid UTF-8"))]
+
+
+def test_a_run_of_small_fragments_over_the_size_limit_is_too_big(masker: str) -> None:
+    protocol = FrameProtocol(client=False, max_message_size=1000)
+    wire = small_fragments(0x2, b"z" * 5000, 50)
+    # Known as soon as the read that passes the limit is parsed, not at the last fragment.
+    assert feed(protocol, wire[:len(wire) // 2]) == [(TOO_BIG, None)]
+    assert feed(protocol, wire[len(wire) // 2:] + frame(0x1, b"next")) == []  # closing: dropped

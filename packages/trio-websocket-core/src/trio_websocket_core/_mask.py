@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 
 __all__ = ["SMALL", "mask", "mask_in_place", "mask_in_place_numpy", "mask_in_place_python",
-           "new_key"]
+           "new_key", "xor", "xor_numpy", "xor_python"]
 
 #: Below this many bytes one big-integer XOR beats any in-place pass.
 SMALL = 512
@@ -80,10 +80,24 @@ def mask_in_place_numpy(buffer: bytearray, start: int, end: int,
         buffer[tail:end] = mask(buffer[tail:end], key)
 
 
+def xor_python(data: bytearray, keys: bytearray) -> bytes | bytearray:
+    """``data`` XOR ``keys``, byte for byte (same length): a run of small frames at once."""
+    return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(
+        len(data), "little")
+
+
+def xor_numpy(data: bytearray, keys: bytearray) -> bytes | bytearray:
+    """Like :func:`xor_python`, in place in ``data``."""
+    view = _numpy.frombuffer(data, _numpy.uint8)
+    _numpy.bitwise_xor(view, _numpy.frombuffer(keys, _numpy.uint8), out=view)
+    return data
+
+
 mask_in_place: Callable[[bytearray, int, int, bytes | bytearray], None]
+xor: Callable[[bytearray, bytearray], bytes | bytearray]
 try:
     import numpy as _numpy
 except ImportError:  # the slim install: pure Python
-    mask_in_place = mask_in_place_python
+    mask_in_place, xor = mask_in_place_python, xor_python
 else:
-    mask_in_place = mask_in_place_numpy
+    mask_in_place, xor = mask_in_place_numpy, xor_numpy

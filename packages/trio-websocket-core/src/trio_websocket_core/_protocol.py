@@ -99,6 +99,8 @@ class FrameProtocol:
         "_need",
         "_opcode",
         "_parts",
+        "_pending",
+        "_pending_keys",
         "_pos",
         "_size",
         "client",
@@ -137,6 +139,10 @@ class FrameProtocol:
         self._opcode = 0  # _TEXT or _BINARY while a fragmented message is open
         self._parts: list[str] = []  # a text message's decoded fragments
         self._binary: bytearray | None = None  # a binary message's fragments, joined
+        # Small masked fragments still masked, and the key stream that unmasks
+        # them, while a run of them lasts (see _parse).
+        self._pending: bytearray | None = None
+        self._pending_keys = bytearray()
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
 
@@ -240,6 +246,19 @@ class FrameProtocol:
                     need = total
                 break
             pos += total
+            if first == 0 and masked and length < SMALL and self._opcode \
+                    and self._deflate is None and not self._discarding:
+                # A small non-final fragment from a client. Runs of them are
+                # common (Autobahn 9.3/9.4 send 4 MiB in 64-byte fragments), and
+                # unmasking each on its own cost half of its ~1.1 us: keep it
+                # masked beside its key stream, and unmask the run in one XOR.
+                if self._pending is None:  # a run starts
+                    self._pending, self._pending_keys = bytearray(), bytearray()
+                self._pending += data[start:pos]
+                self._pending_keys += (data[start - 4:start] * ((length + 3) >> 2))[:length]
+                continue
+            if self._pending is not None:
+                self._settle(events)
             payload: _Payload
             if masked:
                 if length < SMALL:
@@ -267,6 +286,8 @@ class FrameProtocol:
                 self._add_fragment(payload, first == 0x80, events)
             else:
                 self._frame(first, opcode, payload, events)
+        if self._pending is not None:
+            self._settle(events)  # text is checked as each read arrives, not at the end
         self._need = need
         if pos >= end:
             self._data = b""
@@ -276,6 +297,14 @@ class FrameProtocol:
             self._pos = 0
         else:
             self._pos = pos
+
+    def _settle(self, events: list[Event]) -> None:
+        """Unmask the run of small fragments held back, and add it to the message."""
+        pending = self._pending
+        assert pending is not None
+        payload = _mask.xor(pending, self._pending_keys)
+        self._pending = None
+        self._add_fragment(payload, False, events)
 
     def _start_fill(self, first: int, data: bytes | bytearray, start: int, end: int,
                     length: int, masked: int) -> None:
@@ -393,6 +422,7 @@ class FrameProtocol:
         self._opcode = 0
         self._parts = []
         self._binary = None
+        self._pending = None
         self._size = 0
         self._decoder = None
 

@@ -17,12 +17,11 @@ from wsproto.handshake import client_extensions_handshake
 from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
 
 from trio_websocket_core import HandshakeError
-from trio_websocket_core._http import header_fields
+from trio_websocket_core._http import header_fields, is_target, is_token
 
 __all__ = ["Accepted", "check_accept", "new_key", "request", "status_of"]
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3})(?: [^\r\n]*)?")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def new_key() -> bytes:
@@ -36,14 +35,14 @@ def request(host: str, resource: str, key: bytes, subprotocols: list[str],
 
     :raises ValueError: for a resource or subprotocol that cannot go on the wire.
     """
-    if not resource.isascii() or not resource.isprintable() or " " in resource:
+    if not resource.isascii() or not is_target(resource.encode("ascii")):
         raise ValueError(f"resource {resource!r} is not a printable ASCII path")
     lines = [b"GET " + resource.encode("ascii") + b" HTTP/1.1",
              b"Host: " + host.encode("idna"), b"Upgrade: websocket", b"Connection: Upgrade",
              b"Sec-WebSocket-Key: " + key, b"Sec-WebSocket-Version: 13"]
     if subprotocols:
         for subprotocol in subprotocols:
-            if not _TOKEN.fullmatch(subprotocol):
+            if not subprotocol.isascii() or not is_token(subprotocol.encode("ascii")):
                 raise ValueError(f"subprotocol {subprotocol!r} is not an HTTP token")
         lines.append(b"Sec-WebSocket-Protocol: " + ", ".join(subprotocols).encode("ascii"))
     offers = []

@@ -158,6 +158,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
             return CloseReason(*peer) if peer else CloseReason(1006, None)
         return self._closed
 
+    def _closed_error(self) -> ConnectionClosed:
+        """The error for a send attempted once sending is over."""
+        reason = self._closing()
+        assert reason is not None, "only raised once the connection is closing or broken"
+        return ConnectionClosed(reason)
+
     # -- messages -----------------------------------------------------------
 
     async def get_message(self) -> str | bytes:
@@ -196,7 +202,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         protocol = self._protocol
         if self._closed is not None or protocol.state is not _OPEN:
-            raise ConnectionClosed(self._closing() or CloseReason(1006, None))
+            raise self._closed_error()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
         frame = protocol.message(message)
@@ -296,10 +302,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._flushed = trio.lowlevel.ParkingLot()
             await self._flushed.park()
             if self._broken:
-                raise ConnectionClosed(self._closed or CloseReason(1006, None))
+                raise self._closed_error()
             return
         if self._broken:
-            raise ConnectionClosed(self._closed or CloseReason(1006, None))
+            raise self._closed_error()
         # Raise a pending cancellation now, before a single byte is sent.
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._fd >= 0:
@@ -311,7 +317,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 sent = 0
             except OSError as exc:
                 self._abort()
-                raise ConnectionClosed(self._closed or CloseReason(1006, None)) from exc
+                raise self._closed_error() from exc
             if sent == len(data):
                 return
             data = memoryview(data)[sent:]

@@ -22,6 +22,8 @@ __all__ = [
     "decode_headers",
     "header_fields",
     "headers_except",
+    "is_target",
+    "is_token",
     "receive_http_head",
 ]
 
@@ -69,9 +71,20 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
 # A header line: a token, a colon, then a value without control characters
 # (tabs allowed) between optional whitespace. No obs-fold continuation lines.
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+
+
+def is_target(text: bytes) -> bool:
+    """Whether ``text`` can be a request line's target: printable ASCII, no spaces."""
+    return _TARGET.fullmatch(text) is not None
+
+
+def is_token(text: bytes) -> bool:
+    """Whether ``text`` is an HTTP token (a header name, a subprotocol)."""
+    return _TOKEN.fullmatch(text) is not None
 
 
 def header_fields(head: bytes) -> list[tuple[bytes, bytes]]:
@@ -105,7 +118,7 @@ def headers_except(
     result = []
     for name, value in headers or ():
         name_bytes, value_bytes = _as_bytes(name), _as_bytes(value)
-        if not _TOKEN.fullmatch(name_bytes) or _CONTROL.search(value_bytes):
+        if not is_token(name_bytes) or _CONTROL.search(value_bytes):
             raise ValueError(f"invalid HTTP header {name_bytes!r}: {value_bytes!r}")
         if name_bytes.lower() not in reserved:
             result.append((name_bytes, value_bytes.strip(b" \t")))

@@ -86,12 +86,11 @@ class Inbox(Generic[T]):
             return
         self._putter = trio.lowlevel.current_task()
         self._putting = deque(items[index:])
+        await trio.lowlevel.wait_task_rescheduled(self._abort_put)
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._putter = self._putting = None
-            return _SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort_put(self, _: object) -> trio.lowlevel.Abort:
+        self._putter = self._putting = None  # cancelled: what it held is dropped
+        return _SUCCEEDED
 
     def close_put(self) -> None:
         """Nothing more will be put: getters drain the queue, then see EndOfChannel.

@@ -45,9 +45,8 @@ FAIL = 4  # value: (code, reason): the peer broke the protocol; fail the connect
 TOO_BIG = 5  # value: None: a message passed max_message_size; close with 1009 and drop the rest
 
 Event = tuple[int, Any]
-#: Bytes to write: a pooled buffer's view for long frames (see release()).
+#: Bytes in or out; a long outgoing frame is a view of a pooled buffer (see release()).
 Frame = bytes | bytearray | memoryview
-_Payload = bytes | bytearray | memoryview
 
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _OPEN = ConnectionState.OPEN
@@ -259,7 +258,7 @@ class FrameProtocol:
                 continue
             if self._pending is not None:
                 self._settle(events)
-            payload: _Payload
+            payload: Frame
             if masked:
                 if length < SMALL:
                     payload = mask(data[start:pos], data[start - 4:start])
@@ -325,7 +324,7 @@ class FrameProtocol:
             self._frame(first, first & 0x0F, payload, events)  # copies what it keeps
         _buffers.give(buffer)
 
-    def _frame(self, first: int, opcode: int, payload: _Payload,
+    def _frame(self, first: int, opcode: int, payload: Frame,
                events: list[Event]) -> None:
         if opcode >= _CLOSE:
             self._control_frame(first, opcode, payload, events)
@@ -357,7 +356,7 @@ class FrameProtocol:
                 return
             self._add_fragment(payload, bool(fin), events)
 
-    def _control_frame(self, first: int, opcode: int, payload: _Payload,
+    def _control_frame(self, first: int, opcode: int, payload: Frame,
                        events: list[Event]) -> None:
         if first & 0x70:
             raise _ProtocolError(1002, "reserved bits set on a control frame")
@@ -373,7 +372,7 @@ class FrameProtocol:
         else:
             raise _ProtocolError(1002, f"unknown opcode {opcode:#x}")
 
-    def _whole_message(self, opcode: int, payload: _Payload,
+    def _whole_message(self, opcode: int, payload: Frame,
                        events: list[Event]) -> None:
         message: str | bytes
         if opcode == _TEXT:
@@ -388,7 +387,7 @@ class FrameProtocol:
         else:
             events.append((MESSAGE, message))
 
-    def _add_fragment(self, payload: _Payload, fin: bool, events: list[Event]) -> None:
+    def _add_fragment(self, payload: Frame, fin: bool, events: list[Event]) -> None:
         message: str | bytes
         if self._opcode == _TEXT:
             if self._decoder is None:
@@ -434,7 +433,7 @@ class FrameProtocol:
         events.append((TOO_BIG, None))
 
     def _inflate(self, deflate: Extension, first: int, opcode: int,
-                 payload: _Payload, fin: int) -> bytes:
+                 payload: Frame, fin: int) -> bytes:
         if first & 0x30:
             raise _ProtocolError(1002, "reserved bits set that no extension uses")
         if self._discarding:
@@ -455,7 +454,7 @@ class FrameProtocol:
             raise _ProtocolError(1009, "message inflates past the size limit")
         raise _ProtocolError(int(result), "compressed data does not inflate")
 
-    def _close_payload(self, payload: _Payload) -> tuple[int, str]:
+    def _close_payload(self, payload: Frame) -> tuple[int, str]:
         if not payload:
             return 1005, ""
         if len(payload) == 1:
@@ -470,16 +469,16 @@ class FrameProtocol:
 
     # -- sending ------------------------------------------------------------
 
-    def _frame_bytes(self, first: int, payload: _Payload) -> Frame:
+    def _frame_bytes(self, first: int, payload: Frame) -> Frame:
         length = len(payload)
-        mask_bit = 0x80 if self.client else 0
+        client = self.client
+        mask_bit = 0x80 if client else 0
         if length < 126:
             header = _pack_short(first, mask_bit | length)
         elif length < 65536:
             header = _pack_medium(first, mask_bit | 126, length)
         else:
             header = _pack_long(first, mask_bit | 127, length)
-        client = self.client
         if length < _DIRECT:
             if not client:
                 return header + payload
@@ -509,7 +508,10 @@ class FrameProtocol:
 
     @staticmethod
     def release(frame: Frame) -> None:
-        """Hand back the buffer of a frame from this protocol once it is written."""
+        """Hand back the buffer of a frame from this protocol once it is written.
+
+        Only long frames (memoryviews) have one; anything else is left alone.
+        """
         if type(frame) is memoryview:
             buffer = frame.obj
             frame.release()

@@ -10,18 +10,16 @@ wsproto's helpers still negotiate extensions and compute the accept token.
 from __future__ import annotations
 
 import http
-import re
 from collections.abc import Sequence
 
 from wsproto.extensions import Extension
 from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token, split_comma_header
 
-from trio_websocket_core._http import header_fields
+from trio_websocket_core._http import header_fields, is_target
 
 __all__ = ["BadRequest", "UpgradeRequest", "accept_response", "parse_request", "response"]
 
-_TARGET = re.compile(rb"[\x21-\x7e]+")
 
 
 class BadRequest(Exception):
@@ -59,7 +57,7 @@ def parse_request(head: bytes) -> UpgradeRequest:
     start_line = head[:head.find(b"\r\n")]
     request_line = start_line.split(b" ")
     if len(request_line) != 3 or request_line[2] != b"HTTP/1.1" \
-            or not _TARGET.fullmatch(request_line[1]):
+            or not is_target(request_line[1]):
         raise BadRequest(f"not an HTTP/1.1 request line: {start_line[:100]!r}")
     if request_line[0] != b"GET":
         raise BadRequest("Request method must be GET")

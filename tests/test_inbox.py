@@ -151,3 +151,17 @@ async def test_a_producer_waiting_with_several_items_wakes_once_all_are_queued(
     await trio.testing.wait_all_tasks_blocked()
     assert woke == [True]
     assert inbox.get_nowait() == 4
+
+
+async def test_queued_says_whether_anything_waits_to_be_taken(nursery: trio.Nursery) -> None:
+    # The reader asks this after each read: items still waiting mean the
+    # peer streams, so it reads again before waiting for the socket.
+    inbox: Inbox[int] = Inbox(1)
+    assert not inbox.queued()
+    nursery.start_soon(inbox.put, [1, 2])
+    await trio.testing.wait_all_tasks_blocked()
+    assert inbox.queued()  # 1 in the queue, 2 in the producer's hands
+    assert inbox.get_nowait() == 1
+    assert inbox.queued()  # 2 moved up
+    assert inbox.get_nowait() == 2
+    assert not inbox.queued()

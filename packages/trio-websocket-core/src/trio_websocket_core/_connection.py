@@ -344,8 +344,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         stream = self._stream
         protocol = self._protocol
         fd = self._fd
-        waited = False
-        data: bytes | bytearray | None
+        drained = True  # nothing read yet: wait for the first bytes
+        data: bytes | bytearray
         try:
             with self._reader_scope:
                 try:
@@ -355,22 +355,22 @@ class WebSocketConnection(trio.abc.AsyncResource):
                             # Plain TCP: read the socket directly, and go through
                             # trio only to wait for it (a reader parked in
                             # receive_some holds ~2 KiB of frames and helpers).
-                            try:
-                                data = os.read(fd, RECEIVE_SIZE)
-                            except BlockingIOError:
-                                data = None  # wait below, outside the except block
-                            except OSError:
-                                break  # reset by the peer, and the like: the connection is lost
-                            if data is None:
+                            if drained:
+                                # Waiting first spares a read that would fail:
+                                # a third of the reader's work per round trip.
                                 try:
                                     await trio.lowlevel.wait_readable(fd)
                                 except trio.ClosedResourceError:
                                     break
-                                waited = True
+                            try:
+                                data = os.read(fd, RECEIVE_SIZE)
+                            except BlockingIOError:
+                                drained = True  # wait above, outside the except block
                                 continue
-                            if not waited:
+                            except OSError:
+                                break  # reset by the peer, and the like: the connection is lost
+                            if not drained:
                                 await trio.lowlevel.checkpoint()  # others run; cancellation gets in
-                            waited = False
                         else:
                             try:
                                 data = await stream.receive_some(RECEIVE_SIZE)
@@ -382,6 +382,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
                         # so a client just reads on until the server's EOF.
                         protocol.receive_data(data)
                         keep_reading = await self._handle_events()
+                        # A short read emptied the kernel's buffer. If the
+                        # messages were taken at once, the peer most likely
+                        # waits for an answer (request and response), so the
+                        # next read would fail; if some are still queued, the
+                        # peer streams and more has probably arrived meanwhile.
+                        drained = len(data) < RECEIVE_SIZE and not self._inbox.queued()
                 except ConnectionClosed:
                     pass  # a write failed and aborted the connection
         finally:

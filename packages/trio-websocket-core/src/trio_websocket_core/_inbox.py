@@ -101,6 +101,10 @@ class Inbox(Generic[T]):
         self._drop_pending()
         self._wake_all_getters()
 
+    def queued(self) -> bool:
+        """Whether items wait to be taken, in the queue or in a waiting producer's hands."""
+        return self._items is not None or self._putter is not None
+
     # -- getters ------------------------------------------------------------
 
     def get_nowait(self) -> T:

@@ -3,6 +3,13 @@
 The protocol state lives in a Sans-IO ``FrameProtocol``; this module only
 moves bytes and events between it, the stream and the user. One background
 task per connection reads; any task may write.
+
+On plain TCP a task waiting in ``get_message()`` may read the socket itself
+while the reader task stands aside ("lends" the socket): a request and its
+answer then cost one pass of trio's scheduler instead of two. Only reading
+and plain messages move to the getter; anything that needs an answer or a
+decision (pings, close frames, errors, a full queue) is left, in order, to the
+reader task, which takes the socket back whenever no getter is reading.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 from wsproto.connection import ConnectionState
@@ -21,7 +29,7 @@ from ._exceptions import ConnectionClosed
 from ._http import RECEIVE_SIZE, decode_headers
 from ._inbox import Inbox
 from ._pings import PingTracker
-from ._protocol import CLOSE, FAIL, MESSAGE, PING, PONG, TOO_BIG, FrameProtocol
+from ._protocol import CLOSE, FAIL, MESSAGE, PING, PONG, TOO_BIG, Event, FrameProtocol
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -38,6 +46,8 @@ DEFAULT_MAX_MESSAGE_SIZE = 2**20
 _READER_NAME = "trio_websocket reader"  # one string for every reader task
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
+_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
+_NO_MESSAGE: Any = object()
 
 
 class WebSocketConnection(trio.abc.AsyncResource):
@@ -50,9 +60,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
     """
 
     # Slots: thousands of idle connections are a normal load for a server.
-    __slots__ = ("_broken", "_closed", "_fd", "_flushed", "_handshake_headers", "_inbox",
-                 "_local", "_max_message_size", "_path", "_pings", "_protocol", "_reader_done",
-                 "_reader_finished", "_reader_scope", "_remote", "_stream", "_subprotocol",
+    __slots__ = ("_backlog", "_broken", "_closed", "_fd", "_flushed", "_getter_reading",
+                 "_handshake_headers", "_inbox", "_local", "_max_message_size", "_path", "_pings",
+                 "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
+                 "_reader_parked", "_reader_scope", "_remote", "_stream", "_subprotocol",
                  "_unsent", "_writing")
 
     def __init__(
@@ -93,6 +104,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # through the scheduler per message; -1 for TLS and other streams.
         self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._reader_scope = trio.CancelScope()
+        # Lending the socket to getters (plain TCP only; see the module docstring).
+        self._reader_lent = False  # the reader stands aside: it will not touch the socket
+        self._reader_parked: trio.lowlevel.Task | None = None  # it sleeps until woken
+        self._getter_reading = False  # a getter is reading the socket now
+        # Events a getter left to the reader, and where to resume in them.
+        self._backlog: tuple[list[Event], int] | None = None
         self._reader_finished = False
         self._reader_done: trio.Event | None = None  # made when someone waits for it
         nursery.start_soon(self._read_loop, name=_READER_NAME)
@@ -178,17 +195,74 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # A queued message is returned without a trip through the scheduler;
         # cancellation is still honoured.
         await trio.lowlevel.checkpoint_if_cancelled()
+        inbox = self._inbox
         try:
             try:
-                return self._inbox.get_nowait()
+                return inbox.get_nowait()
             except trio.WouldBlock:
                 pass
             # Waiting outside the except block: an idle connection then holds
             # no exception and traceback while it waits.
-            return await self._inbox.get()
+            if (self._reader_lent and not self._getter_reading and self._backlog is None
+                    and not inbox.waiting()):
+                message = await self._read_for_message()
+                if message is not _NO_MESSAGE:
+                    return message  # type: ignore[no-any-return]
+            try:
+                return await inbox.get()
+            finally:
+                self._wake_reader()  # it may stand aside for this getter
         except trio.EndOfChannel:
             assert self._closed is not None
             raise ConnectionClosed(self._closed) from None
+
+    async def _read_for_message(self) -> Any:
+        """Read the socket in the reader's stead until a message is ours.
+
+        Called only while the reader stands aside, no backlog is left and no
+        other getter waits (so this one is first in line and takes the first
+        message). Returns ``_NO_MESSAGE`` when it had to stop without one:
+        the rest is then the reader's, and the caller waits in the inbox.
+        """
+        fd = self._fd
+        protocol = self._protocol
+        inbox = self._inbox
+        mine: Any = _NO_MESSAGE
+        self._getter_reading = True
+        try:
+            while mine is _NO_MESSAGE and self._closed is None:
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:
+                    break  # closed or handed back by aclose(): the reader decides
+                try:
+                    data = os.read(fd, RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    break  # the reader reads again and sees the connection is lost
+                if not data:
+                    break  # likewise for the peer's EOF
+                protocol.receive_data(data)
+                events = protocol.events()
+                for index, (kind, value) in enumerate(events):
+                    if kind == MESSAGE:
+                        if mine is _NO_MESSAGE:
+                            mine = value
+                        elif not inbox.put_nowait(value):
+                            self._backlog = (events, index)  # the queue is full
+                            break
+                    elif kind == PONG:
+                        self._pings.acknowledge(value)
+                    else:
+                        self._backlog = (events, index)  # it needs an answer or a decision
+                        break
+                if self._backlog is not None:
+                    break
+        finally:
+            self._getter_reading = False
+            self._wake_reader()
+        return mine
 
     async def send_message(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (bytes-like) message.
@@ -259,6 +333,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         check_sendable_close_code(code)
         self._inbox.close_get()
+        if self._getter_reading and self._fd >= 0:
+            # Wake the getter reading the socket (it then sees the inbox closed)
+            # so that the reader takes the socket back for the closing handshake.
+            trio.lowlevel.notify_closing(self._fd)
         try:
             try:
                 await self._start_close(code, reason)
@@ -349,13 +427,26 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             with self._reader_scope:
                 try:
-                    keep_reading = await self._handle_events()
+                    keep_reading = await self._handle_events(protocol.events(), 0)
                     while keep_reading:
+                        if self._backlog is not None:
+                            events, index = self._backlog
+                            self._backlog = None
+                            keep_reading = await self._handle_events(events, index)
+                            drained = True  # what a getter read was all used
+                            continue
                         if fd >= 0:
                             # Plain TCP: read the socket directly, and go through
                             # trio only to wait for it (a reader parked in
                             # receive_some holds ~2 KiB of frames and helpers).
                             if drained:
+                                # Stand aside while a getter reads, or when one was
+                                # just handed a message and will likely ask again.
+                                if self._getter_reading or self._inbox.handed():
+                                    self._reader_lent = True
+                                    await self._park_reader()
+                                    self._reader_lent = False  # back at work until it says
+                                    continue
                                 # Waiting first spares a read that would fail:
                                 # a third of the reader's work per round trip.
                                 try:
@@ -381,7 +472,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                         # After the peer's close frame the protocol ignores input,
                         # so a client just reads on until the server's EOF.
                         protocol.receive_data(data)
-                        keep_reading = await self._handle_events()
+                        keep_reading = await self._handle_events(protocol.events(), 0)
                         # A short read emptied the kernel's buffer. If the
                         # messages were taken at once, the peer most likely
                         # waits for an answer (request and response), so the
@@ -391,6 +482,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 except ConnectionClosed:
                     pass  # a write failed and aborted the connection
         finally:
+            self._reader_lent = False
             try:
                 if self._closed is None:
                     self._closed = CloseReason(1006, None)
@@ -404,11 +496,24 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 if self._reader_done is not None:
                     self._reader_done.set()
 
-    async def _handle_events(self) -> bool:
-        """Act on every event the protocol has ready; return False to stop reading."""
+    def _wake_reader(self) -> None:
+        """Let a reader that stands aside look again at who should read."""
+        task = self._reader_parked
+        if task is not None:
+            self._reader_parked = None
+            trio.lowlevel.reschedule(task)
+
+    async def _park_reader(self) -> None:
+        self._reader_parked = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort_park)
+
+    def _abort_park(self, _: object) -> trio.lowlevel.Abort:
+        self._reader_parked = None  # cancelled: the connection is being aborted
+        return _SUCCEEDED
+
+    async def _handle_events(self, events: list[Event], index: int) -> bool:
+        """Act on ``events[index:]`` in order; return False to stop reading."""
         protocol = self._protocol
-        events = protocol.events()
-        index = 0
         while index < len(events):
             kind, value = events[index]
             index += 1

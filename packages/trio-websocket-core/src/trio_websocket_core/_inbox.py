@@ -37,8 +37,8 @@ class Inbox(Generic[T]):
     will read any more (queued items are dropped, puts are discarded).
     """
 
-    __slots__ = ("_capacity", "_closed_get", "_closed_put", "_getters", "_items", "_putter",
-                 "_putting")
+    __slots__ = ("_capacity", "_closed_get", "_closed_put", "_getters", "_handed", "_items",
+                 "_putter", "_putting")
 
     def __init__(self, capacity: float) -> None:
         self._capacity = capacity
@@ -49,6 +49,7 @@ class Inbox(Generic[T]):
         self._putting: deque[T] | None = None  # what it waits to put, in order
         self._closed_put = False
         self._closed_get = False
+        self._handed = False  # an item went straight to a getter that has not run since
 
     # -- producer -----------------------------------------------------------
 
@@ -60,6 +61,7 @@ class Inbox(Generic[T]):
             getter = self._getters.pop(0)
             getter[1] = item
             trio.lowlevel.reschedule(getter[0])
+            self._handed = True
             return True
         items = self._items
         if items is None:
@@ -105,6 +107,14 @@ class Inbox(Generic[T]):
         """Whether items wait to be taken, in the queue or in a waiting producer's hands."""
         return self._items is not None or self._putter is not None
 
+    def handed(self) -> bool:
+        """Whether an item went straight to a waiting getter that has not run yet."""
+        return self._handed
+
+    def waiting(self) -> bool:
+        """Whether getters are waiting for items."""
+        return bool(self._getters)
+
     # -- getters ------------------------------------------------------------
 
     def get_nowait(self) -> T:
@@ -143,6 +153,7 @@ class Inbox(Generic[T]):
             getter = [trio.lowlevel.current_task(), _NOTHING]
             self._getters.append(getter)
             await trio.lowlevel.wait_task_rescheduled(partial(self._abort_get, getter))
+            self._handed = False
             if getter[1] is not _NOTHING:
                 return getter[1]  # type: ignore[no-any-return]
             # Woken without an item: the inbox closed. Look again.

@@ -165,3 +165,25 @@ async def test_queued_says_whether_anything_waits_to_be_taken(nursery: trio.Nurs
     assert inbox.queued()  # 2 moved up
     assert inbox.get_nowait() == 2
     assert not inbox.queued()
+
+
+async def test_waiting_and_handed_track_getters_until_they_run(nursery: trio.Nursery) -> None:
+    # The reader stands aside after handing an item to a waiting getter
+    # (handed) until that getter has run; a getter may read the socket
+    # itself only when no other getter waits ahead of it (waiting).
+    inbox: Inbox[int] = Inbox(1)
+    got: list[int] = []
+
+    async def getter() -> None:
+        got.append(await inbox.get())
+
+    assert not inbox.waiting() and not inbox.handed()
+    nursery.start_soon(getter)
+    await trio.testing.wait_all_tasks_blocked()
+    assert inbox.waiting() and not inbox.handed()
+    assert inbox.put_nowait(7)  # straight to the getter, which has not run yet
+    assert inbox.handed() and not inbox.waiting() and not inbox.queued()
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == [7] and not inbox.handed()
+    assert inbox.put_nowait(8)  # nobody waits: queued, not handed
+    assert inbox.queued() and not inbox.handed()

@@ -217,6 +217,44 @@ async def test_aclose_from_another_task_wakes_a_reading_getter(
     assert ws.closed == CloseReason(4002, "leaving")
 
 
+async def test_aclose_during_a_blocked_send_lets_the_send_finish(
+    tcp_pair: tuple[WebSocketConnection, RawPeer],
+) -> None:
+    # Waking the reading getter must not wake a task blocked on writing,
+    # from the first aclose() or a second one: the long message goes out
+    # whole, then the close frame.
+    ws, peer = tcp_pair
+    ready = trio.Event()
+    long = b"x" * 2**25  # more than the socket buffers hold
+    received = bytearray()
+
+    async def getter() -> None:
+        async with reading_socket(ws, peer, ready):
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(getter)
+            await ready.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            inner.start_soon(ws.send_message, long)
+            await trio.testing.wait_all_tasks_blocked()  # the send waits for the peer
+            inner.start_soon(ws.aclose, 4003)
+            await trio.testing.wait_all_tasks_blocked()
+            inner.start_soon(ws.aclose)  # a second close while the first waits
+            await trio.testing.wait_all_tasks_blocked()
+            while True:
+                event = await peer.next_event()
+                if not isinstance(event, BytesMessage):
+                    break
+                received += event.data
+            assert event == CloseConnection(4003, "")
+            await peer.send(CloseConnection(4003))
+    assert received == long
+    assert ws.closed == CloseReason(4003, None)
+
+
 async def test_cancelled_reading_getter_leaves_the_connection_working(
     tcp_pair: tuple[WebSocketConnection, RawPeer],
 ) -> None:

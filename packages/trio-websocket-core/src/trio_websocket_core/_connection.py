@@ -333,15 +333,18 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         check_sendable_close_code(code)
         self._inbox.close_get()
-        if self._getter_reading and self._fd >= 0:
-            # Wake the getter reading the socket (it then sees the inbox closed)
-            # so that the reader takes the socket back for the closing handshake.
-            trio.lowlevel.notify_closing(self._fd)
         try:
             try:
                 await self._start_close(code, reason)
             except ConnectionClosed:
                 pass  # the transport broke; the connection is already aborted
+            if self._getter_reading and not self._writing and self._fd >= 0:
+                # Wake the getter reading the socket (it then sees the inbox
+                # closed) so the reader takes the socket back for the closing
+                # handshake. Never while a write is under way: this would wake
+                # its task too, and that aborts the connection. (Our close frame
+                # waited for such a write; another aclose() may still wait.)
+                trio.lowlevel.notify_closing(self._fd)
             if not self._reader_finished:
                 if self._reader_done is None:
                     self._reader_done = trio.Event()

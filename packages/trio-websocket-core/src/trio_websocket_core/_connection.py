@@ -446,9 +446,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                                 # Stand aside while a getter reads, or when one was
                                 # just handed a message and will likely ask again.
                                 if self._getter_reading or self._inbox.handed():
-                                    self._reader_lent = True
-                                    await self._park_reader()
-                                    self._reader_lent = False  # back at work until it says
+                                    await self._stand_aside()
                                     continue
                                 # Waiting first spares a read that would fail:
                                 # a third of the reader's work per round trip.
@@ -506,9 +504,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._reader_parked = None
             trio.lowlevel.reschedule(task)
 
-    async def _park_reader(self) -> None:
+    async def _stand_aside(self) -> None:
+        """The reader sleeps, leaving the socket to getters, until one wakes it.
+
+        It counts as lent until it runs again, so a getter that asks at once
+        after waking it may still read (the reader then sees it reading).
+        """
+        self._reader_lent = True
         self._reader_parked = trio.lowlevel.current_task()
         await trio.lowlevel.wait_task_rescheduled(self._abort_park)
+        self._reader_lent = False  # back at work until it decides again
 
     def _abort_park(self, _: object) -> trio.lowlevel.Abort:
         self._reader_parked = None  # cancelled: the connection is being aborted

@@ -1,14 +1,28 @@
 """Benchmark trio-websocket against websockets and trio-websocket 0.12.2, in one run.
 
     hatch run bench:run [--workloads rtt pipe ...]
+    hatch run bench:run --workloads stall_send stall_get   # fairness only
 
 Each library runs from its own environment (0.12.2 shares our import name):
 ours from the hatch environment, the others from virtual environments made
 once under bench/.venvs. For every workload the server and the client are
 separate processes, so each has a core, on 127.0.0.1; compression is off.
 Autobahn section 9 runs three times per library and reports medians.
-Prints rates and our advantage over each peer, and writes bench/latest.md
-and bench/latest.png.
+
+Two workloads measure fairness rather than speed: how long a sibling task in
+the client's event loop, looping on ``sleep(0)``, waits for its turn at most
+while the main task runs a tight loop (peers/stall.py, the same code for
+every library). ``stall_send`` sends 200,000 32-byte messages back to back
+while a reader task takes the echoes (as ``pipe``); ``stall_get`` first has
+the server send 200,000 such messages (path /burst) into an unbounded client
+queue, then gets them in a tight loop. Both report the longest gap in ms,
+lower is better, as the median of three runs; the notes under the table give
+every run, the sibling's turns in the loop and its floor (the longest gap with
+the sibling alone).
+
+Prints rates and our advantage over each peer. A run of every workload
+writes bench/latest.md and bench/latest.png (the chart); a run of only some
+(``--workloads``) prints its table and leaves those files as they are.
 """
 
 from __future__ import annotations
@@ -53,8 +67,19 @@ WORKLOADS = {
     "fanin": ("msg/s", True),
     "memory": ("KiB/conn", False),
     "autobahn9": ("s", False),
+    "stall_send": ("ms", False),
+    "stall_get": ("ms", False),
 }
 UNITS = {**WORKLOADS, COMMON: ("s", False)}
+STALLS = ("stall_send", "stall_get")
+# A longest gap is an extreme: one preemption by the OS or one garbage
+# collection sets it. So the stall workloads report medians of a few runs.
+STALL_RUNS = 3
+# workload -> library -> each run's report from the peer (the stall workloads)
+DETAILS: dict[str, dict[str, list[dict[str, float]]]] = {}
+# An advantage is shown no larger than this (nor smaller than its inverse): a
+# value of 0 on one side would otherwise make it infinite.
+CAP = 1000.0
 
 
 def python_for(name: str) -> str:
@@ -116,6 +141,16 @@ def autobahn9(name: str) -> float:
 def measure(name: str, workload: str) -> float:
     if workload == "autobahn9":
         return autobahn9(name)
+    if workload in STALLS:
+        runs = sorted((measure_once(name, workload) for _ in range(STALL_RUNS)),
+                      key=lambda report: report["value"])
+        DETAILS.setdefault(workload, {})[name] = runs
+        return statistics.median(report["value"] for report in runs)
+    return measure_once(name, workload)["value"]
+
+
+def measure_once(name: str, workload: str) -> dict[str, float]:
+    """One run of the peer's client: its report, {"value": ...} and maybe more."""
     python, script = python_for(name), LIBRARIES[name][1]
     server, url = start_server(python, script, 2**20)
     try:
@@ -124,16 +159,43 @@ def measure(name: str, workload: str) -> float:
                                 cwd=tempfile.gettempdir())
         if result.returncode:
             raise RuntimeError(f"{name} {workload}: {result.stderr[-2000:]}")
-        return float(json.loads(result.stdout.strip().splitlines()[-1])["value"])
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
     finally:
         server.kill()
         server.wait()
 
 
 def advantage(workload: str, ours: float, theirs: float) -> float:
-    """How many times better ours is (above 1) or worse (below 1)."""
+    """How many times better ours is (above 1) or worse (below 1), within CAP either way."""
     higher_is_better = UNITS[workload][1]
-    return ours / theirs if higher_is_better else theirs / ours
+    better, worse = (ours, theirs) if higher_is_better else (theirs, ours)
+    if worse <= 0:  # e.g. a stall of 0 ms on our side
+        return 1.0 if better <= 0 else CAP
+    return min(CAP, max(1 / CAP, better / worse))
+
+
+def times(ratio: float) -> str:
+    """An advantage as the table shows it; a capped one says so."""
+    if ratio >= CAP:
+        return f">={CAP:,.0f}x"
+    if ratio <= 1 / CAP:
+        return f"<={1 / CAP:g}x"
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"  # 0.0048x, not 0.00x
+
+
+def number(workload: str, value: float) -> str:
+    return f"{value:,.2f}" if UNITS[workload][0] == "ms" else f"{value:,.1f}"
+
+
+def stall_note(runs: list[dict[str, float]]) -> str:
+    """The cells of one library's row in the stall details; ``runs`` sorted by value."""
+    middle = runs[len(runs) // 2]
+    return " | ".join([
+        " / ".join(f"{run['value']:,.2f}" for run in runs),
+        " / ".join(f"{run['cpu_ms']:,.2f}" for run in runs),
+        f"{middle['turns']:,.0f} in {middle['seconds']:.2f} s",
+        f"{statistics.median(run['idle_ms'] for run in runs):.2f} ms, "
+        f"{statistics.median(run['idle_turn_us'] for run in runs):.1f} us/turn"])
 
 
 def machine() -> str:
@@ -151,7 +213,8 @@ def main() -> None:
     for workload in args.workloads:
         results[workload] = {name: measure(name, workload) for name in names}
         row = results[workload]
-        print(f"{workload:>9}: " + ", ".join(f"{n} {row[n]:,.1f}" for n in names), flush=True)
+        print(f"{workload:>10}: " + ", ".join(f"{n} {number(workload, row[n])}" for n in names),
+              flush=True)
         if workload == "autobahn9":
             common = set.intersection(*(set(PASSED[n]) for n in names))
             results[COMMON] = {n: sum(PASSED[n][case] for case in common) for n in names}
@@ -159,23 +222,38 @@ def main() -> None:
     header = ("| workload | unit | " + " | ".join(names)
               + " | ours vs websockets | ours vs 0.12.2 |")
     lines = [f"Measured on {machine()}, {time.strftime('%Y-%m-%d')}.", "",
-             "Advantage: how many times better ours is (rates: ours / theirs; memory and time: "
-             "theirs / ours); above 1 means we win.", "", header,
+             "Advantage: how many times better ours is (rates: ours / theirs; memory, time and "
+             "stalls: theirs / ours); above 1 means we win.", "", header,
              "|" + " --- |" * (len(names) + 4)]
     for workload, row in results.items():
         ours = row[names[0]]
         lines.append(f"| {workload} | {UNITS[workload][0]} | "
-                     + " | ".join(f"{row[n]:,.1f}" for n in names)
-                     + f" | {advantage(workload, ours, row[names[1]]):.2f}x"
-                     + f" | {advantage(workload, ours, row[names[2]]):.2f}x |")
+                     + " | ".join(number(workload, row[n]) for n in names)
+                     + f" | {times(advantage(workload, ours, row[names[1]]))}"
+                     + f" | {times(advantage(workload, ours, row[names[2]]))} |")
     for name, cases in FAILURES.items():
         lines += ["", f"autobahn9: {name} failed {len(cases)} case(s) in {AUTOBAHN_RUNS} runs "
                   f"({', '.join(cases)}); '{COMMON}' sums the per-case times of the "
                   "cases every library passed."]
+    if any(w in DETAILS for w in STALLS):
+        lines += ["", f"Stalls: the median of {STALL_RUNS} runs. Below, each run's longest gap "
+                  "between the sibling's turns, in wall time and in the client's CPU time (a "
+                  "wall gap well above the CPU one is the OS running something else); the "
+                  "sibling's turns in the median run's loop and the loop's length; and the "
+                  "floor, the sibling alone for 0.2 s (medians of the runs): its longest gap "
+                  "and its mean turn.", "",
+                  "| workload | library | longest gap (ms) | on CPU (ms) | turns in the loop "
+                  "| floor |", "|" + " --- |" * 6]
+        for workload in (w for w in STALLS if w in DETAILS):
+            lines += [f"| {workload} | {n} | {stall_note(runs)} |"
+                      for n, runs in DETAILS[workload].items()]
     table = "\n".join(lines)
     print("\n" + table)
-    (HERE / "latest.md").write_text(table + "\n")
-    chart(results, names)
+    if set(args.workloads) >= set(WORKLOADS):
+        (HERE / "latest.md").write_text(table + "\n")
+        chart(results, names)
+    else:
+        print("\nOnly some workloads ran: bench/latest.md and latest.png are left as they are.")
 
 
 def chart(results: dict[str, dict[str, float]], names: list[str]) -> None:
@@ -191,7 +269,7 @@ def chart(results: dict[str, dict[str, float]], names: list[str]) -> None:
         values = [advantage(w, results[w][names[0]], results[w][peer]) for w in workloads]
         bars = axes.bar([x + (i - 0.5) * width for x in range(len(workloads))], values, width,
                         label=f"vs {peer}")
-        axes.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8)
+        axes.bar_label(bars, labels=[times(v).removesuffix("x") for v in values], fontsize=8)
     axes.axhline(1, color="black", linewidth=0.8)
     axes.set_xticks(range(len(workloads)), [w.replace(", ", ",\n") for w in workloads])
     axes.set_yscale("log")

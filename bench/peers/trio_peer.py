@@ -4,22 +4,26 @@
     python trio_peer.py client WORKLOAD URL          prints {"value": ...} as JSON
 
 Compression is off wherever the library has it, as for the other peers.
+The server also answers /burst (see stall_get) and /burst-queued.
 """
 
 import inspect
 import json
+import math
 import os
 import resource
 import sys
 import time
 
 import trio
+from stall import COUNT, LIMIT, Sibling, result
 
 import trio_websocket as tw
 
 HAS_COMPRESSION = "compression" in inspect.signature(tw.serve_websocket).parameters
 OFF = {"compression": None} if HAS_COMPRESSION else {}
 SMALL = "x" * 32
+BURST_QUEUED: trio.Event  # set by the server once a /burst client has queued all of it
 
 
 def rss_kib() -> int:
@@ -32,6 +36,22 @@ async def echo(request):
         ws = await request.accept()
         await ws.send_message(str(rss_kib()))
         return
+    if request.path == "/burst":
+        ws = await request.accept()
+        for _ in range(COUNT):
+            await ws.send_message(SMALL)
+        # The client's reader answers the ping only after the messages before
+        # it: once the pong is back, all of them are queued in the client.
+        await ws.ping(b"burst")
+        BURST_QUEUED.set()
+        await until_closed(ws)
+        return
+    if request.path == "/burst-queued":
+        ws = await request.accept()
+        await BURST_QUEUED.wait()
+        await ws.send_message("queued")
+        await until_closed(ws)
+        return
     ws = await request.accept()
     try:
         while True:
@@ -40,7 +60,17 @@ async def echo(request):
         pass
 
 
+async def until_closed(ws):
+    try:
+        while True:
+            await ws.get_message()
+    except tw.ConnectionClosed:
+        pass
+
+
 async def serve(max_size: int) -> None:
+    global BURST_QUEUED
+    BURST_QUEUED = trio.Event()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(lambda task_status: tw.serve_websocket(
             echo, "127.0.0.1", 0, None, max_message_size=max_size, task_status=task_status,
@@ -127,6 +157,47 @@ async def memory(url):
     return (after - before) / 2000
 
 
+async def stall_send(url):
+    """Longest wait of a sibling task while we send COUNT messages back to back (ms)."""
+    with trio.fail_after(LIMIT):
+        async with connect(url) as ws, trio.open_nursery() as nursery:
+            sibling = Sibling(trio.sleep)
+            nursery.start_soon(sibling.run)
+            idle = await sibling.idle()
+            async def reader():
+                for _ in range(COUNT):
+                    await ws.get_message()
+            sibling.begin()
+            async with trio.open_nursery() as pipe:
+                pipe.start_soon(reader)
+                for _ in range(COUNT):
+                    await ws.send_message(SMALL)
+            loop = sibling.end()
+            sibling.stop()
+    return result(loop, idle)
+
+
+async def stall_get(url):
+    """Longest wait of a sibling task while we get COUNT queued messages (ms)."""
+    base = url.rstrip("/")
+    with trio.fail_after(LIMIT):
+        async with tw.open_websocket_url(base + "/burst", message_queue_size=math.inf,
+                                         **OFF) as ws:
+            async with connect(base + "/burst-queued") as queued:
+                await queued.get_message()  # all COUNT are in ws's queue now
+            async with trio.open_nursery() as nursery:
+                sibling = Sibling(trio.sleep)
+                nursery.start_soon(sibling.run)
+                idle = await sibling.idle()
+                sibling.begin()
+                for _ in range(COUNT):
+                    message = await ws.get_message()
+                loop = sibling.end()
+                sibling.stop()
+            assert message == SMALL
+    return result(loop, idle)
+
+
 def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 10000)), hard))
@@ -134,7 +205,8 @@ def main() -> None:
         trio.run(serve, int(sys.argv[2]) if len(sys.argv) > 2 else 2**20)
     else:
         workload, url = sys.argv[2], sys.argv[3]
-        print(json.dumps({"value": trio.run(globals()[workload], url)}), flush=True)
+        value = trio.run(globals()[workload], url)
+        print(json.dumps(value if isinstance(value, dict) else {"value": value}), flush=True)
 
 
 if __name__ == "__main__":

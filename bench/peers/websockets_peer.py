@@ -2,6 +2,8 @@
 
     python websockets_peer.py server [MAX_MESSAGE_SIZE]
     python websockets_peer.py client WORKLOAD URL
+
+The server also answers /burst (see stall_get) and /burst-queued, as trio_peer.py does.
 """
 
 import asyncio
@@ -11,10 +13,12 @@ import resource
 import sys
 import time
 
+from stall import COUNT, LIMIT, Sibling, result
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
 SMALL = "x" * 32
+BURST_QUEUED: asyncio.Event  # set by the server once a /burst client has queued all of it
 
 
 def rss_kib() -> int:
@@ -26,11 +30,27 @@ async def echo(ws):
     if ws.request.path == "/rss":
         await ws.send(str(rss_kib()))
         return
+    if ws.request.path == "/burst":
+        for _ in range(COUNT):
+            await ws.send(SMALL)
+        # The client answers the ping only after the messages before it: once
+        # the pong is back, all of them are queued in the client.
+        await (await ws.ping(b"burst"))
+        BURST_QUEUED.set()
+        await ws.wait_closed()
+        return
+    if ws.request.path == "/burst-queued":
+        await BURST_QUEUED.wait()
+        await ws.send("queued")
+        await ws.wait_closed()
+        return
     async for message in ws:
         await ws.send(message)
 
 
 async def serve(max_size: int) -> None:
+    global BURST_QUEUED
+    BURST_QUEUED = asyncio.Event()
     async with ws_serve(echo, "127.0.0.1", 0, compression=None, max_size=max_size) as server:
         print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
         await asyncio.Future()
@@ -112,6 +132,50 @@ async def memory(url):
     return (after - before) / 2000
 
 
+async def stall_send(url):
+    """Longest wait of a sibling task while we send COUNT messages back to back (ms)."""
+    async def workload():
+        async with connect(url) as ws:
+            sibling = Sibling(asyncio.sleep)
+            task = asyncio.create_task(sibling.run())
+            idle = await sibling.idle()
+            async def reader():
+                for _ in range(COUNT):
+                    await ws.recv()
+            sibling.begin()
+            echoes = asyncio.create_task(reader())
+            for _ in range(COUNT):
+                await ws.send(SMALL)
+            await echoes
+            loop = sibling.end()
+            sibling.stop()
+            await task
+        return result(loop, idle)
+    return await asyncio.wait_for(workload(), LIMIT)
+
+
+async def stall_get(url):
+    """Longest wait of a sibling task while we get COUNT queued messages (ms)."""
+    base = url.rstrip("/")
+    async def workload():
+        # max_queue=None: no flow control, the client queues all it is sent.
+        async with ws_connect(base + "/burst", compression=None, max_queue=None) as ws:
+            async with connect(base + "/burst-queued") as queued:
+                await queued.recv()  # all COUNT are in ws's queue now
+            sibling = Sibling(asyncio.sleep)
+            task = asyncio.create_task(sibling.run())
+            idle = await sibling.idle()
+            sibling.begin()
+            for _ in range(COUNT):
+                message = await ws.recv()
+            loop = sibling.end()
+            sibling.stop()
+            await task
+            assert message == SMALL
+        return result(loop, idle)
+    return await asyncio.wait_for(workload(), LIMIT)
+
+
 def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 10000)), hard))
@@ -119,7 +183,8 @@ def main() -> None:
         asyncio.run(serve(int(sys.argv[2]) if len(sys.argv) > 2 else 2**20))
     else:
         workload, url = sys.argv[2], sys.argv[3]
-        print(json.dumps({"value": asyncio.run(globals()[workload](url))}), flush=True)
+        value = asyncio.run(globals()[workload](url))
+        print(json.dumps(value if isinstance(value, dict) else {"value": value}), flush=True)
 
 
 if __name__ == "__main__":

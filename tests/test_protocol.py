@@ -197,13 +197,13 @@ def test_invalid_utf8_fails_at_the_fragment_that_breaks_it() -> None:
 @pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999])
 def test_valid_close_codes(code: int) -> None:
     protocol = FrameProtocol(client=False)
-    assert feed(protocol, frame(0x8, struct.pack("!H", code))) == [(CLOSE, (code, ""))]
-    assert protocol.peer_close == (code, "")
+    assert feed(protocol, frame(0x8, struct.pack("!H", code))) == [(CLOSE, (code, None))]
+    assert protocol.peer_close == (code, None)
 
 
 def test_empty_close_means_1005_and_states_advance() -> None:
     protocol = FrameProtocol(client=False)
-    assert feed(protocol, frame(0x8, b"")) == [(CLOSE, (1005, ""))]
+    assert feed(protocol, frame(0x8, b"")) == [(CLOSE, (1005, None))]
     assert protocol.state.name == "REMOTE_CLOSING"
     assert protocol.close(1005) == b"\x88\x00"
     assert protocol.state.name == "CLOSED"

@@ -48,12 +48,19 @@ async def test_wss_echo_by_host(tls_server: int, ca: trustme.CA) -> None:
 
 
 async def test_client_verifies_certificates_by_default(tls_server: int, ca: trustme.CA) -> None:
-    with pytest.raises(ssl.SSLCertVerificationError):
+    from trio_websocket import ConnectionFailed, HandshakeError
+
+    with pytest.raises(ConnectionFailed) as url_failure:
         async with open_websocket_url(f"wss://{HOST}:{tls_server}/"):
             pass
-    with pytest.raises(ssl.SSLCertVerificationError):
+    with pytest.raises(ConnectionFailed) as host_failure:
         async with open_websocket(HOST, tls_server, "/", use_ssl=True):
             pass
+    # Either way of catching it works, and the TLS error is the cause.
+    for failure in (url_failure.value, host_failure.value):
+        assert isinstance(failure, HandshakeError) and isinstance(failure, OSError)
+        assert isinstance(failure.__cause__, ssl.SSLCertVerificationError)
+        assert failure.filename == f"{HOST}:{tls_server}"
     # The failed clients did not hurt the server.
     async with open_websocket_url(f"wss://{HOST}:{tls_server}/", client_context(ca)) as ws:
         await ws.send_message("ok")

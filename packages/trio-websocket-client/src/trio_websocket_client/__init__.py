@@ -9,6 +9,7 @@ import logging
 from trio_websocket_core import (
     CloseReason,
     ConnectionClosed,
+    ConnectionFailed,
     ConnectionRejected,
     ConnectionTimeout,
     DisconnectionTimeout,
@@ -25,6 +26,7 @@ from ._version import __version__
 __all__ = [
     "CloseReason",
     "ConnectionClosed",
+    "ConnectionFailed",
     "ConnectionRejected",
     "ConnectionTimeout",
     "DisconnectionTimeout",

@@ -15,12 +15,13 @@ from trio_websocket_core import (
     DEFAULT_COMPRESSION,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
+    ConnectionFailed,
     ConnectionTimeout,
     DisconnectionTimeout,
     PerMessageDeflate,
     WebSocketConnection,
 )
-from trio_websocket_core._http import Header
+from trio_websocket_core.toolkit import Header
 
 from ._handshake import wrap_client_stream
 
@@ -112,16 +113,20 @@ async def connect_websocket(
 
     :param use_ssl: ``True`` for TLS with a default, verifying context,
         an ``ssl.SSLContext`` to use that one, ``False`` for plain TCP.
-    :raises OSError: if the TCP connection or the TLS handshake fails.
+    :raises ConnectionFailed: (both a ``HandshakeError`` and an ``OSError``)
+        if the TCP connection or the TLS handshake fails.
     :raises HandshakeError: if the WebSocket handshake fails.
     """
     ssl_context = _ssl_context_for(use_ssl)
     stream: trio.abc.Stream
-    if ssl_context is None:
-        stream = await _open_tcp_stream(host, port)
-    else:
-        stream = await trio.open_ssl_over_tcp_stream(
-            host, port, ssl_context=ssl_context, https_compatible=True)
+    try:
+        if ssl_context is None:
+            stream = await _open_tcp_stream(host, port)
+        else:
+            stream = await trio.open_ssl_over_tcp_stream(
+                host, port, ssl_context=ssl_context, https_compatible=True)
+    except OSError as exc:
+        raise ConnectionFailed.wrap(exc, _host_header(host, port, 0)) from exc
     return await wrap_client_stream(
         nursery, stream, _host_header(host, port, 443 if ssl_context else 80), resource,
         subprotocols=subprotocols, extra_headers=extra_headers,
@@ -222,7 +227,8 @@ def open_websocket(
     block exits, however it exits; an exception from the block comes out
     unchanged, never wrapped in an exception group.
 
-    :raises OSError: if the TCP connection or the TLS handshake fails.
+    :raises ConnectionFailed: (both a ``HandshakeError`` and an ``OSError``)
+        if the TCP connection or the TLS handshake fails.
     :raises ConnectionTimeout: if connecting takes over ``connect_timeout``.
     :raises DisconnectionTimeout: if closing takes over ``disconnect_timeout``.
     :raises HandshakeError: (and ``ConnectionRejected``) as for :func:`connect_websocket`.

@@ -8,21 +8,25 @@ from collections.abc import Iterable
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import RejectConnection, RejectData, Request
-from wsproto.extensions import Extension
 from wsproto.utilities import RemoteProtocolError
 
 from trio_websocket_core import (
     DEFAULT_COMPRESSION,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
+    ConnectionFailed,
     ConnectionRejected,
     HandshakeError,
     PerMessageDeflate,
     WebSocketConnection,
 )
-from trio_websocket_core._connection import RECEIVE_SIZE
-from trio_websocket_core._http import Header, headers_except, receive_http_head
-from trio_websocket_core._protocol import FrameProtocol
+from trio_websocket_core.toolkit import (
+    RECEIVE_SIZE,
+    FrameProtocol,
+    Header,
+    headers_except,
+    receive_http_head,
+)
 
 from ._upgrade import check_accept, new_key, request, status_of
 
@@ -64,7 +68,7 @@ async def wrap_client_stream(
         return await _handshake(
             nursery, stream, host, resource, list(subprotocols or ()),
             headers_except(extra_headers, _RESERVED), message_queue_size, max_message_size,
-            [] if compression is None else [compression.extension(max_message_size)],
+            compression,
         )
     except BaseException:
         await trio.aclose_forcefully(stream)
@@ -80,21 +84,20 @@ async def _handshake(
     extra_headers: list[tuple[bytes, bytes]],
     message_queue_size: float,
     max_message_size: float,
-    extensions: list[Extension],
+    compression: PerMessageDeflate | None,
 ) -> WebSocketConnection:
     key = new_key()
-    data = request(host, resource, key, subprotocols, extensions, extra_headers)
+    data = request(host, resource, key, subprotocols, compression, extra_headers)
     try:
         await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        if isinstance(exc.__cause__, OSError):
-            raise exc.__cause__ from None  # a TLS failure is a network error, as in connect
+        if isinstance(exc.__cause__, OSError):  # a TLS failure is a network error, as in connect
+            raise ConnectionFailed.wrap(exc.__cause__, host) from exc.__cause__
         raise HandshakeError(f"connection lost during the opening handshake: {exc!r}") from exc
     head, rest = await receive_http_head(stream)
     if status_of(head) == 101:
-        accepted = check_accept(head, key, subprotocols, extensions)
-        deflate = next((ext for ext in accepted.extensions if ext.enabled()), None)
-        protocol = FrameProtocol(True, deflate, max_message_size)
+        accepted = check_accept(head, key, subprotocols, compression)
+        protocol = FrameProtocol(True, accepted.deflate, max_message_size)
         protocol.receive_data(rest)  # frames the server sent right behind the handshake
         return WebSocketConnection(
             nursery, stream, protocol,

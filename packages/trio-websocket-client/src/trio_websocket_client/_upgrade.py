@@ -1,9 +1,10 @@
 """The HTTP side of a client's opening handshake, Sans-IO: write the request, check the 101.
 
 Done by hand for the same reason as the server's (wsproto's h11 round trip
-cost ~50 us a connection); wsproto's helpers still check the accept token
-and finalize the extensions. Anything but a 101 goes back to wsproto, which
-reads a rejection's body however it is framed.
+cost ~50 us a connection); wsproto's helper still computes the accept token,
+and permessage-deflate is offered and checked by our own _deflate. Anything
+but a 101 goes back to wsproto, which reads a rejection's body however it is
+framed.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ import base64
 import os
 import re
 
-from wsproto.extensions import Extension
-from wsproto.handshake import client_extensions_handshake
 from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
 
-from trio_websocket_core import HandshakeError
-from trio_websocket_core._http import header_fields, is_target, is_token
+from trio_websocket_core import HandshakeError, PerMessageDeflate
+from trio_websocket_core.toolkit import Deflate, header_fields, is_target, is_token
 
 __all__ = ["Accepted", "check_accept", "new_key", "request", "status_of"]
 
@@ -30,8 +29,9 @@ def new_key() -> bytes:
 
 
 def request(host: str, resource: str, key: bytes, subprotocols: list[str],
-            extensions: list[Extension], extra_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The upgrade request's bytes.
+            compression: PerMessageDeflate | None,
+            extra_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The upgrade request's bytes, offering ``compression`` unless it is None.
 
     :raises ValueError: for a resource or subprotocol that cannot go on the wire.
     """
@@ -45,15 +45,8 @@ def request(host: str, resource: str, key: bytes, subprotocols: list[str],
             if not subprotocol.isascii() or not is_token(subprotocol.encode("ascii")):
                 raise ValueError(f"subprotocol {subprotocol!r} is not an HTTP token")
         lines.append(b"Sec-WebSocket-Protocol: " + ", ".join(subprotocols).encode("ascii"))
-    offers = []
-    for extension in extensions:
-        offer = extension.offer()
-        if offer is True:
-            offers.append(extension.name.encode("ascii"))
-        elif offer:
-            offers.append(f"{extension.name}; {offer}".encode("ascii"))
-    if offers:
-        lines.append(b"Sec-WebSocket-Extensions: " + b", ".join(offers))
+    if compression is not None:
+        lines.append(b"Sec-WebSocket-Extensions: " + Deflate.offer(compression).encode("ascii"))
     lines += [name + b": " + value for name, value in extra_headers]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
@@ -72,18 +65,18 @@ def status_of(head: bytes) -> int:
 class Accepted:
     """What the server's 101 agreed to."""
 
-    __slots__ = ("extensions", "headers", "subprotocol")
+    __slots__ = ("deflate", "headers", "subprotocol")
 
-    def __init__(self, subprotocol: str | None, extensions: list[Extension],
+    def __init__(self, subprotocol: str | None, deflate: Deflate | None,
                  headers: list[tuple[bytes, bytes]]) -> None:
         self.subprotocol = subprotocol
-        self.extensions = extensions  # those the server accepted, finalized
+        self.deflate = deflate  # the permessage-deflate agreed, if any
         #: Every header but Connection, Upgrade and the Sec-WebSocket-* ones.
         self.headers = headers
 
 
 def check_accept(head: bytes, key: bytes, subprotocols: list[str],
-                 extensions: list[Extension]) -> Accepted:
+                 compression: PerMessageDeflate | None) -> Accepted:
     """Check a 101 response head against the request that was sent.
 
     :raises HandshakeError: if it is not a valid acceptance of that request.
@@ -98,7 +91,7 @@ def check_accept(head: bytes, key: bytes, subprotocols: list[str],
             if name == b"connection":
                 connection_tokens = split_comma_header(value)
             elif name == b"sec-websocket-extensions":
-                accepts = split_comma_header(value)
+                accepts.extend(split_comma_header(value))
             elif name == b"sec-websocket-accept":
                 accept = value
             elif name == b"sec-websocket-protocol":
@@ -116,7 +109,7 @@ def check_accept(head: bytes, key: bytes, subprotocols: list[str],
         if subprotocol is not None and subprotocol not in subprotocols:
             raise HandshakeError(
                 f"invalid handshake response: unrecognized subprotocol {subprotocol}")
-        agreed = client_extensions_handshake(accepts, extensions)
+        deflate = Deflate.confirm(compression, accepts)
     except (RemoteProtocolError, ValueError) as exc:  # UnicodeError is a ValueError
         raise HandshakeError(f"invalid handshake response: {exc}") from exc
-    return Accepted(subprotocol, agreed, headers)
+    return Accepted(subprotocol, deflate, headers)

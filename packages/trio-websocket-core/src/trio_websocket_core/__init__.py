@@ -13,6 +13,7 @@ from ._deflate import DEFAULT_COMPRESSION, PerMessageDeflate
 from ._endpoint import Endpoint
 from ._exceptions import (
     ConnectionClosed,
+    ConnectionFailed,
     ConnectionRejected,
     ConnectionTimeout,
     DisconnectionTimeout,
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_MESSAGE_QUEUE_SIZE",
     "CloseReason",
     "ConnectionClosed",
+    "ConnectionFailed",
     "ConnectionRejected",
     "ConnectionTimeout",
     "DisconnectionTimeout",

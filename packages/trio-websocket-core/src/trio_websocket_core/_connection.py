@@ -2,14 +2,29 @@
 
 The protocol state lives in a Sans-IO ``FrameProtocol``; this module only
 moves bytes and events between it, the stream and the user. One background
-task per connection reads; any task may write.
+task per connection reads; one task at a time writes.
 
-On plain TCP a task waiting in ``get_message()`` may read the socket itself
-while the reader task stands aside ("lends" the socket): a request and its
-answer then cost one pass of trio's scheduler instead of two. Only reading
-and plain messages move to the getter; anything that needs an answer or a
-decision (pings, close frames, errors, a full queue) is left, in order, to the
-reader task, which takes the socket back whenever no getter is reading.
+Writing: a task must hold the writer role to build a frame and send it, and
+others wait in line for it. A frame is built (and compressed) only by the
+writer, right before its bytes go out, so a send cancelled while it waits
+has changed nothing; once bytes may be on the wire, a failure or a
+cancellation aborts the connection, since the frame stream would be broken.
+Pings that arrive while a write is under way are answered by that writer
+when its frame is out (only the latest, as RFC 6455 5.5.3 allows), so the
+reader never waits for a slow peer to read.
+
+Fairness: calls that finish without waiting spend from the cooperative
+budget (``_budget``), which bounds how long any task runs them in a row.
+
+Plain TCP on POSIX: reads and writes use the socket's descriptor directly
+(``os.read``/``os.write``) and go through trio only to wait, and a task
+waiting in ``get_message()`` may read the socket itself while the reader
+task stands aside ("lends" the socket), so a request and its answer cost one
+pass of trio's scheduler instead of two. Only reading and plain messages move
+to the getter; anything that needs an answer or a decision (pings, close
+frames, errors, a full queue) is left, in order, to the reader task, which
+takes the socket back whenever no getter is reading. Every other stream,
+and every platform but POSIX, takes the stream's own methods.
 """
 
 from __future__ import annotations
@@ -17,23 +32,26 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 from wsproto.connection import ConnectionState
 
+from ._budget import UNIT_BYTES, UNIT_BYTES_COMPRESSED, spend
 from ._close_reason import CloseReason, check_sendable_close_code
 from ._endpoint import Endpoint, stream_endpoints
 from ._exceptions import ConnectionClosed
 from ._http import RECEIVE_SIZE, decode_headers
 from ._inbox import Inbox
 from ._pings import PingTracker
-from ._protocol import CLOSE, FAIL, MESSAGE, PING, PONG, TOO_BIG, Event, FrameProtocol
+from ._protocol import CLOSE, FAIL, MESSAGE, PING, PONG, TOO_BIG, Event, Frame, FrameProtocol
 
 __all__ = [
+    "CLOSE_EOF_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MESSAGE_QUEUE_SIZE",
+    "RAW_SOCKET_IO",
     "RECEIVE_SIZE",
     "WebSocketConnection",
 ]
@@ -42,6 +60,17 @@ logger = logging.getLogger("trio_websocket_core")
 
 DEFAULT_MESSAGE_QUEUE_SIZE = 1
 DEFAULT_MAX_MESSAGE_SIZE = 2**20
+
+#: Seconds a client waits for the server to close TCP once the closing
+#: handshake is done (RFC 6455 7.1.1 lets it close TCP itself after a while).
+CLOSE_EOF_TIMEOUT = 2.0
+
+#: Whether plain TCP connections use the socket's descriptor directly. Only
+#: on POSIX, where a socket is a file descriptor that ``os.read`` and
+#: ``os.write`` take (on Windows a socket handle is not). Setting the
+#: environment variable ``TRIO_WEBSOCKET_GENERIC_IO=1`` turns it off, which
+#: the test suite uses to run everything over the stream methods too.
+RAW_SOCKET_IO = os.name == "posix" and os.environ.get("TRIO_WEBSOCKET_GENERIC_IO", "0") == "0"
 
 _READER_NAME = "trio_websocket reader"  # one string for every reader task
 _OPEN = ConnectionState.OPEN
@@ -60,11 +89,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
     """
 
     # Slots: thousands of idle connections are a normal load for a server.
-    __slots__ = ("_backlog", "_broken", "_closed", "_fd", "_flushed", "_getter_reading",
-                 "_handshake_headers", "_inbox", "_local", "_max_message_size", "_path", "_pings",
+    __slots__ = ("_backlog", "_broken", "_closed", "_getter_reading", "_handshake_headers",
+                 "_inbox", "_local", "_max_message_size", "_path", "_pending_pong", "_pings",
                  "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
-                 "_reader_parked", "_reader_scope", "_remote", "_stream", "_subprotocol",
-                 "_unsent", "_writing")
+                 "_reader_parked", "_reader_scope", "_remote", "_sock", "_stream", "_subprotocol",
+                 "_unit_shift", "_writers", "_writing")
 
     def __init__(
         self,
@@ -94,17 +123,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._closed: CloseReason | None = None
         self._inbox: Inbox[str | bytes] = Inbox(message_queue_size)
         self._pings = PingTracker()
-        # Writes: one task at a time owns the stream; others append to
-        # _unsent and park until the owner has flushed it with its own data.
+        # Writing: one task at a time holds the role; others park in line.
         self._writing = False
-        self._unsent = bytearray()
-        self._flushed: trio.lowlevel.ParkingLot | None = None  # made when a write must wait
-        self._broken = False
-        # Plain TCP: writes try the socket directly first, skipping a trip
-        # through the scheduler per message; -1 for TLS and other streams.
-        self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        self._writers: trio.lowlevel.ParkingLot | None = None  # made when one must wait
+        self._pending_pong: bytes | None = None  # the latest ping's payload, while writing
+        self._broken = False  # nothing more can be written
+        self._unit_shift = (UNIT_BYTES_COMPRESSED if protocol.compresses else UNIT_BYTES
+                            ).bit_length() - 1
+        # Plain TCP on POSIX: the socket, whose descriptor is used directly.
+        # Its fileno() is asked before every use: -1 once anyone closed it.
+        self._sock = (stream.socket if RAW_SOCKET_IO and type(stream) is trio.SocketStream
+                      else None)
         self._reader_scope = trio.CancelScope()
-        # Lending the socket to getters (plain TCP only; see the module docstring).
+        # Lending the socket to getters (raw descriptors only; see the module docstring).
         self._reader_lent = False  # the reader stands aside: it will not touch the socket
         self._reader_parked: trio.lowlevel.Task | None = None  # it sleeps until woken
         self._getter_reading = False  # a getter is reading the socket now
@@ -187,14 +218,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Return the next message, waiting for one if none is queued.
 
         After the peer closes, queued messages are still returned first.
-        After a local ``aclose()`` they are dropped.
+        After a local ``aclose()`` they are dropped. Cancelling it never
+        loses a message.
 
         :raises ConnectionClosed: once the connection is closed and no
             message is left.
         """
-        # A queued message is returned without a trip through the scheduler;
-        # cancellation is still honoured.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await spend(1)
         inbox = self._inbox
         try:
             try:
@@ -224,13 +254,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
         message). Returns ``_NO_MESSAGE`` when it had to stop without one:
         the rest is then the reader's, and the caller waits in the inbox.
         """
-        fd = self._fd
+        sock = self._sock
+        assert sock is not None, "only raw descriptors are lent"
         protocol = self._protocol
         inbox = self._inbox
         mine: Any = _NO_MESSAGE
         self._getter_reading = True
         try:
             while mine is _NO_MESSAGE and self._closed is None:
+                fd = sock.fileno()
+                if fd < 0:
+                    break  # closed by its owner: the reader ends the connection
                 try:
                     await trio.lowlevel.wait_readable(fd)
                 except trio.ClosedResourceError:
@@ -267,9 +301,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def send_message(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (bytes-like) message.
 
-        Returns once the message is handed to the transport. Cancelling a
-        send that is blocked on a slow peer aborts the connection (1006),
-        since part of a frame may be on the wire.
+        Returns once the message is handed to the transport. If cancelled,
+        either nothing was sent (the connection stays usable) or, when part
+        of the frame may be on the wire, the connection is aborted (1006).
 
         :raises ConnectionClosed: if the connection is closed or closing.
         :raises TypeError: for anything but ``str`` or bytes-like.
@@ -279,10 +313,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise self._closed_error()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
-        frame = protocol.message(message)
-        await self._write(frame)
-        if type(frame) is memoryview:  # a long frame's pooled buffer
-            protocol.release(frame)
+        await spend(1 + (len(message) >> self._unit_shift))
+        await self._take_writer()
+        try:
+            if self._closed is not None or protocol.state is not _OPEN:
+                raise self._closed_error()  # it closed while this send waited its turn
+            # The compressor moves on only here, with the write certain to follow.
+            frame = protocol.message(message)
+            await self._write(frame)
+            await self._answer_pings_after(frame)
+        finally:
+            self._release_writer()
 
     # -- pings --------------------------------------------------------------
 
@@ -290,7 +331,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Send a ping and wait for the matching pong.
 
         A pong also answers every ping sent before its own. Without a
-        payload, a random unique 4-byte one is used.
+        payload, a random unique 4-byte one is used. Cancelled before the
+        ping is sent, nothing is sent; cancelled while waiting for the pong,
+        it stops waiting (a late pong is ignored).
 
         :raises ConnectionClosed: if the connection closes before the pong.
         :raises ValueError: if a ping with the same payload is in flight.
@@ -301,7 +344,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         payload = self._pings.unique_payload() if payload is None else bytes(payload)
         answered = self._pings.register(payload)
         try:
-            await self._write(self._protocol.ping(payload))
+            await self._send_control(self._protocol.ping, payload)
             await answered.wait()
         finally:
             unanswered = self._pings.forget(payload, answered)
@@ -317,7 +360,22 @@ class WebSocketConnection(trio.abc.AsyncResource):
         closing = self._closing()
         if closing is not None:
             raise ConnectionClosed(closing)
-        await self._write(self._protocol.pong(bytes(payload or b"")))
+        await self._send_control(self._protocol.pong, bytes(payload or b""))
+
+    async def _send_control(self, build: Callable[[bytes], Frame], payload: bytes) -> None:
+        if len(payload) > 125:  # refused before anything happens
+            raise ValueError("ping and pong payloads are limited to 125 bytes")
+        await spend(1)
+        await self._take_writer()
+        try:
+            closing = self._closing()
+            if closing is not None:
+                raise ConnectionClosed(closing)
+            frame = build(payload)
+            await self._write(frame)
+            await self._answer_pings_after(frame)
+        finally:
+            self._release_writer()
 
     # -- closing ------------------------------------------------------------
 
@@ -334,17 +392,20 @@ class WebSocketConnection(trio.abc.AsyncResource):
         check_sendable_close_code(code)
         self._inbox.close_get()
         try:
+            await spend(1)
             try:
                 await self._start_close(code, reason)
             except ConnectionClosed:
                 pass  # the transport broke; the connection is already aborted
-            if self._getter_reading and not self._writing and self._fd >= 0:
+            sock = self._sock
+            if self._getter_reading and not self._writing and sock is not None \
+                    and sock.fileno() >= 0:
                 # Wake the getter reading the socket (it then sees the inbox
                 # closed) so the reader takes the socket back for the closing
                 # handshake. Never while a write is under way: this would wake
                 # its task too, and that aborts the connection. (Our close frame
                 # waited for such a write; another aclose() may still wait.)
-                trio.lowlevel.notify_closing(self._fd)
+                trio.lowlevel.notify_closing(sock.fileno())
             if not self._reader_finished:
                 if self._reader_done is None:
                     self._reader_done = trio.Event()
@@ -358,8 +419,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
             return
         self._closed = self._closing() or CloseReason(code, reason)
         self._inbox.close_put()
-        if self._protocol.state is _OPEN:
-            await self._write(self._protocol.close(code, reason))
+        if self._protocol.state is not _OPEN:
+            return
+        await self._take_writer()
+        try:
+            if self._protocol.state is _OPEN and not self._broken:
+                await self._write(self._protocol.close(code, reason))
+        finally:
+            self._release_writer()
 
     def _abort(self) -> None:
         """Give up on the closing handshake: the reader closes the transport."""
@@ -371,29 +438,51 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     # -- writing ------------------------------------------------------------
 
-    async def _write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send ``data``, coalescing with writes that queue up meanwhile.
+    async def _take_writer(self) -> None:
+        """Become the task that writes, after those already in line.
+
+        Cancelled while it waits, it never held the role and nothing changed.
+        :raises ConnectionClosed: if nothing more can be written.
+        """
+        if not self._writing:
+            self._writing = True
+        else:
+            if self._writers is None:
+                self._writers = trio.lowlevel.ParkingLot()
+            await self._writers.park()  # the last writer hands the role over
+            try:
+                # A cancellation that came while it was being woken: raise it
+                # now, while nothing is built, rather than in the write.
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                self._release_writer()
+                raise
+        if self._broken:
+            self._release_writer()
+            raise self._closed_error()
+
+    def _release_writer(self) -> None:
+        """Hand the role to the next task in line, if any."""
+        writers = self._writers
+        if writers is None or not writers.unpark():
+            self._writing = False
+
+    async def _write(self, data: Frame) -> None:
+        """Send all of ``data`` as the writer.
 
         Any failure once bytes may be on the wire leaves the frame stream
         corrupt, so it aborts the connection.
         """
-        if self._writing:
-            self._unsent += data
-            if self._flushed is None:
-                self._flushed = trio.lowlevel.ParkingLot()
-            await self._flushed.park()
-            if self._broken:
+        sock = self._sock
+        if sock is not None:
+            # Hand the bytes to the kernel directly; only what does not fit
+            # goes through trio, which waits for the socket.
+            fd = sock.fileno()
+            if fd < 0:  # closed by its owner
+                self._abort()
                 raise self._closed_error()
-            return
-        if self._broken:
-            raise self._closed_error()
-        # Raise a pending cancellation now, before a single byte is sent.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._fd >= 0:
-            # Plain TCP: hand the bytes to the kernel directly; only what does
-            # not fit goes through trio, which waits for the socket.
             try:
-                sent = os.write(self._fd, data)
+                sent = os.write(fd, data)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -402,86 +491,48 @@ class WebSocketConnection(trio.abc.AsyncResource):
             if sent == len(data):
                 return
             data = memoryview(data)[sent:]
-        self._writing = True
         try:
             await self._stream.send_all(data)
-            while self._unsent:
-                data, self._unsent = self._unsent, bytearray()
-                await self._stream.send_all(data)
         except BaseException as exc:
             self._abort()
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
-                assert self._closed is not None
-                raise ConnectionClosed(self._closed) from exc
+                raise self._closed_error() from exc
             raise
-        finally:
-            self._writing = False
-            if self._flushed is not None:
-                self._flushed.unpark_all()
+
+    async def _answer_pings_after(self, frame: Frame) -> None:
+        """After the writer's own frame is out: release its buffer, answer pings meanwhile."""
+        if type(frame) is memoryview:  # a long frame's pooled buffer
+            self._protocol.release(frame)
+        if self._pending_pong is None:
+            return
+        try:
+            await self._send_pending_pong()
+        except (trio.Cancelled, ConnectionClosed):
+            # The caller's own frame is out, so its call succeeded; the pong
+            # behind it was cut short, which aborted the connection, and a
+            # cancellation is raised again at the caller's next checkpoint.
+            pass
+
+    async def _send_pending_pong(self) -> None:
+        """As the writer: answer the latest ping, unless our close frame is out."""
+        while self._pending_pong is not None:
+            payload, self._pending_pong = self._pending_pong, None
+            state = self._protocol.state
+            if state is _OPEN or state is _REMOTE_CLOSING:
+                await self._write(self._protocol.pong(payload))
 
     # -- reading ------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        stream = self._stream
-        protocol = self._protocol
-        fd = self._fd
-        drained = True  # nothing read yet: wait for the first bytes
-        data: bytes | bytearray
         try:
             with self._reader_scope:
                 try:
-                    keep_reading = await self._handle_events(protocol.events(), 0)
-                    while keep_reading:
-                        if self._backlog is not None:
-                            events, index = self._backlog
-                            self._backlog = None
-                            keep_reading = await self._handle_events(events, index)
-                            drained = True  # what a getter read was all used
-                            continue
-                        if fd >= 0:
-                            # Plain TCP: read the socket directly, and go through
-                            # trio only to wait for it (a reader parked in
-                            # receive_some holds ~2 KiB of frames and helpers).
-                            if drained:
-                                # Stand aside while a getter reads, or when one was
-                                # just handed a message and will likely ask again.
-                                if self._getter_reading or self._inbox.handed():
-                                    await self._stand_aside()
-                                    continue
-                                # Waiting first spares a read that would fail:
-                                # a third of the reader's work per round trip.
-                                try:
-                                    await trio.lowlevel.wait_readable(fd)
-                                except trio.ClosedResourceError:
-                                    break
-                            try:
-                                data = os.read(fd, RECEIVE_SIZE)
-                            except BlockingIOError:
-                                drained = True  # wait above, outside the except block
-                                continue
-                            except OSError:
-                                break  # reset by the peer, and the like: the connection is lost
-                            if not drained:
-                                await trio.lowlevel.checkpoint()  # others run; cancellation gets in
-                        else:
-                            try:
-                                data = await stream.receive_some(RECEIVE_SIZE)
-                            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                                break
-                        if not data:
-                            break
-                        # After the peer's close frame the protocol ignores input,
-                        # so a client just reads on until the server's EOF.
-                        protocol.receive_data(data)
-                        keep_reading = await self._handle_events(protocol.events(), 0)
-                        # A short read emptied the kernel's buffer. If the
-                        # messages were taken at once, the peer most likely
-                        # waits for an answer (request and response), so the
-                        # next read would fail; if some are still queued, the
-                        # peer streams and more has probably arrived meanwhile.
-                        drained = len(data) < RECEIVE_SIZE and not self._inbox.queued()
+                    await self._read()
                 except ConnectionClosed:
                     pass  # a write failed and aborted the connection
+                except Exception:
+                    # A fault in one connection's machinery ends that connection only.
+                    logger.exception("reader for %s failed", self._remote)
         finally:
             self._reader_lent = False
             try:
@@ -489,13 +540,76 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     self._closed = CloseReason(1006, None)
                 self._inbox.close_put()
                 self._pings.abandon_all()
-                self._fd = -1  # the descriptor may be reused once the stream is closed
                 self._broken = True  # nothing more can be written
-                await trio.aclose_forcefully(stream)
+                await trio.aclose_forcefully(self._stream)
             finally:
                 self._reader_finished = True
                 if self._reader_done is not None:
                     self._reader_done.set()
+
+    async def _read(self) -> None:
+        stream = self._stream
+        protocol = self._protocol
+        sock = self._sock
+        drained = True  # nothing read yet: wait for the first bytes
+        data: bytes | bytearray
+        keep_reading = await self._handle_events(protocol.events(), 0)
+        while keep_reading:
+            if self._backlog is not None:
+                events, index = self._backlog
+                self._backlog = None
+                keep_reading = await self._handle_events(events, index)
+                drained = True  # what a getter read was all used
+                continue
+            if sock is not None:
+                # Read the socket directly, and go through trio only to wait
+                # for it (a reader parked in receive_some holds ~2 KiB of
+                # frames and helpers).
+                if drained:
+                    # Stand aside while a getter reads, or when one was just
+                    # handed a message and will likely ask again.
+                    if self._getter_reading or self._inbox.handed():
+                        await self._stand_aside()
+                        continue
+                fd = sock.fileno()
+                if fd < 0:
+                    return  # closed by its owner: the connection is lost
+                if drained:
+                    # Waiting first spares a read that would fail: a third
+                    # of the reader's work per round trip.
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                    except trio.ClosedResourceError:
+                        return
+                    fd = sock.fileno()
+                    if fd < 0:
+                        return
+                try:
+                    data = os.read(fd, RECEIVE_SIZE)
+                except BlockingIOError:
+                    drained = True  # wait above, outside the except block
+                    continue
+                except OSError:
+                    return  # reset by the peer, and the like: the connection is lost
+                if not drained:
+                    await trio.lowlevel.checkpoint()  # others run; cancellation gets in
+            else:
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            if not data:
+                return
+            # After the peer's close frame the protocol ignores input, so a
+            # client just reads on until the server's EOF.
+            protocol.receive_data(data)
+            keep_reading = await self._handle_events(protocol.events(), 0)
+            # A short read emptied the kernel's buffer. If the messages were
+            # taken at once, the peer most likely waits for an answer
+            # (request and response), so the next read would fail; if some
+            # are still queued, the peer streams and more has probably
+            # arrived meanwhile.
+            drained = len(data) < RECEIVE_SIZE and not self._inbox.queued()
 
     def _wake_reader(self) -> None:
         """Let a reader that stands aside look again at who should read."""
@@ -521,7 +635,6 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     async def _handle_events(self, events: list[Event], index: int) -> bool:
         """Act on ``events[index:]`` in order; return False to stop reading."""
-        protocol = self._protocol
         while index < len(events):
             kind, value = events[index]
             index += 1
@@ -537,14 +650,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                         index += 1
                     await self._inbox.put([message for _, message in events[start:index]])
             elif kind == PING:
-                if protocol.state is _OPEN:
-                    pong = protocol.pong(value)
-                    if self._writing:
-                        # Ride along with the write under way rather than stop
-                        # reading until it ends (it may be a large message).
-                        self._unsent += pong
-                    else:
-                        await self._write(pong)
+                await self._answer_ping(value)
             elif kind == PONG:
                 self._pings.acknowledge(value)
             elif kind == CLOSE:
@@ -561,14 +667,43 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 return False  # no closing handshake: the transport is closed at once
         return True
 
-    async def _on_close_frame(self, code: int, reason: str) -> bool:
+    async def _answer_ping(self, payload: bytes) -> None:
+        """Answer a ping now, or leave it to the write under way (never wait for one).
+
+        Waiting behind a write blocked on the peer would stop reading, and a
+        peer doing the same would never read what blocks us. Only the latest
+        unanswered ping gets its pong (RFC 6455 5.5.3), so a flood of pings
+        costs nothing while a write is blocked.
+        """
+        state = self._protocol.state
+        if state is not _OPEN and state is not _REMOTE_CLOSING:
+            return  # our close frame is out: no more frames after it
+        self._pending_pong = payload
+        if not self._writing and not self._broken:
+            self._writing = True
+            try:
+                await self._send_pending_pong()
+            finally:
+                self._release_writer()
+
+    async def _on_close_frame(self, code: int, reason: str | None) -> bool:
         protocol = self._protocol
         if protocol.state is _REMOTE_CLOSING:
-            # The peer started the closing handshake: record why, then answer.
+            # The peer started the closing handshake: record why, then answer
+            # (after any pong owed for a ping that came before its close).
             if self._closed is None:
                 self._closed = CloseReason(code, reason)
             self._inbox.close_put()
-            await self._write(protocol.close(code, reason))
-        # The closing handshake is complete. RFC 6455 7.1.1: the server
-        # closes TCP first, so a client keeps reading until it sees EOF.
-        return protocol.client
+            await self._take_writer()
+            try:
+                await self._send_pending_pong()
+                if protocol.state is _REMOTE_CLOSING:
+                    await self._write(protocol.close(code, reason))
+            finally:
+                self._release_writer()
+        if not protocol.client:
+            return False  # the closing handshake is complete: the server closes TCP first
+        # RFC 6455 7.1.1: a client waits for the server's EOF, within a bound.
+        self._reader_scope.deadline = min(self._reader_scope.deadline,
+                                          trio.current_time() + CLOSE_EOF_TIMEOUT)
+        return True

@@ -1,27 +1,39 @@
-"""permessage-deflate (RFC 7692): settings users choose, and the wsproto extension they make.
+"""permessage-deflate (RFC 7692) over zlib: settings, negotiation, and each connection's codec.
 
-wsproto implements the framing; the subclass here adds three things it lacks:
-inflation bounded by ``max_message_size`` (a small compressed frame cannot
-expand into gigabytes before anyone looks), the server honouring its own
-window limits when it answers an offer, and a compression level and memory
-level of our choosing.
+Our own rather than wsproto's extension, which we could only bend to our
+needs (bounded inflation, the server keeping to its own window limits, our
+compression level) through its private attributes, and those may change in
+any release. Nothing here does I/O: the handshakes call the negotiation
+functions, and the frame layer calls :meth:`Deflate.compress` and
+:meth:`Deflate.inflate`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import zlib
+from collections.abc import Sequence
 
-from wsproto.extensions import PerMessageDeflate as _WsprotoDeflate
-from wsproto.frame_protocol import CloseReason as _Code
-from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode, RsvBits
+__all__ = ["DEFAULT_COMPRESSION", "NAME", "Deflate", "InflateError", "PerMessageDeflate"]
 
-__all__ = ["DEFAULT_COMPRESSION", "PerMessageDeflate"]
-
-# UTF-8 needs at most 4 bytes per character, and text limits count characters.
-_MAX_BYTES_PER_CHARACTER = 4
-# The empty stored block that RFC 7692 strips from the end of each message.
+#: The extension's token in Sec-WebSocket-Extensions.
+NAME = "permessage-deflate"
+# The empty stored block a sync flush ends with, which RFC 7692 strips from
+# each compressed message and the receiver puts back before inflating.
 _TAIL = b"\x00\x00\xff\xff"
+# Window sizes we agree to, as written on the wire: RFC 7692 allows 8 too, but
+# zlib silently widens a raw deflate window of 8 to 9, which a peer holding
+# us to 2**8 could not inflate, so 8 is refused in both directions.
+_WINDOW_BITS = {str(bits): bits for bits in range(9, 16)}
+_FLAGS = ("server_no_context_takeover", "client_no_context_takeover")
+_PARAMETERS = frozenset({*_FLAGS, "server_max_window_bits", "client_max_window_bits"})
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_NAME_PART = re.compile(rf"[ \t]*({_TOKEN})[ \t]*")
+# "; name", "; name=token" or '; name="quoted"' (RFC 6455 section 9.1).
+_PARAMETER = re.compile(
+    rf'[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*(?:({_TOKEN})|"((?:[^"\\]|\\.)*)"))?[ \t]*')
+_ESCAPE = re.compile(r"\\(.)")
 
 
 class PerMessageDeflate:
@@ -82,154 +94,313 @@ class PerMessageDeflate:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(self.__slots__))
         return f"PerMessageDeflate({fields})"
 
-    def extension(self, max_message_size: float) -> BoundedDeflate:
-        """A fresh wsproto extension for one connection."""
-        return BoundedDeflate(self, max_message_size)
-
 
 #: What the client offers and the server accepts unless told otherwise.
 DEFAULT_COMPRESSION = PerMessageDeflate()
 
 
-def _parse(params: str) -> dict[str, str | None] | None:
-    """Split ``name; a=1; b`` into ``{"a": "1", "b": None}``; None if malformed or repeated."""
-    parsed: dict[str, str | None] = {}
-    for part in params.split(";")[1:]:
-        name, _, value = part.partition("=")
-        name = name.strip()
-        if not name or name in parsed:
-            return None
-        parsed[name] = value.strip().strip('"') if value else None
-    return parsed
+class InflateError(Exception):
+    """A compressed message the connection must fail on, with the close code to fail with."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
-def _window_bits(value: str | None) -> int | None:
-    if value is None or not value.isdigit() or not 9 <= int(value) <= 15:
+def _element(text: str) -> tuple[str, dict[str, str | None]] | None:
+    """Split one list element, ``name; a=1; b``, into its name and parameters.
+
+    None if it is malformed or names a parameter twice: RFC 7692 section 7.1
+    has both a server's decline and a client's failure hinge on those.
+    """
+    match = _NAME_PART.match(text)
+    if match is None:
         return None
-    return int(value)
+    name, position = match.group(1), match.end()
+    parameters: dict[str, str | None] = {}
+    while position < len(text):
+        match = _PARAMETER.match(text, position)
+        if match is None:
+            return None
+        key, token, quoted = match.groups()
+        if key in parameters:
+            return None
+        parameters[key] = _ESCAPE.sub(r"\1", quoted) if quoted is not None else token
+        position = match.end()
+    return name, parameters
 
 
-class BoundedDeflate(_WsprotoDeflate):
-    """wsproto's permessage-deflate, with inflation bounded and our settings applied."""
+def _bits(value: str | None) -> int | None:
+    """A window size we can use from its written value, else None."""
+    return None if value is None else _WINDOW_BITS.get(value)
 
-    def __init__(self, settings: PerMessageDeflate, max_message_size: float) -> None:
-        super().__init__(
-            client_no_context_takeover=settings.client_no_context_takeover,
-            client_max_window_bits=settings.client_max_window_bits,
-            server_no_context_takeover=settings.server_no_context_takeover,
-            server_max_window_bits=settings.server_max_window_bits,
-        )
-        self._settings = settings
-        self._max_message_size = max_message_size
-        self._budget = math.inf  # bytes the current message may still inflate to
+
+def _flags_valid(parameters: dict[str, str | None]) -> bool:
+    """Whether the no_context_takeover flags, if present, come without a value."""
+    return all(parameters.get(flag, None) is None for flag in _FLAGS)
+
+
+class Deflate:
+    """One connection's agreed permessage-deflate: a compressor and an inflater.
+
+    The four agreed parameters are named as in RFC 7692; ``client`` says
+    which side of them is ours. zlib objects are made on the first message
+    that needs them and dropped after each message when that direction's
+    ``*_no_context_takeover`` was agreed, so idle connections hold none.
+    Build one with :meth:`accept` (server) or :meth:`confirm` (client).
+    """
+
+    __slots__ = (
+        "_compressor",
+        "_inflater",
+        "_left",
+        "_level",
+        "_mem_level",
+        "_receive_bits",
+        "_receive_reset",
+        "_send_bits",
+        "_send_reset",
+        "client",
+        "client_max_window_bits",
+        "client_no_context_takeover",
+        "inflating",
+        "server_max_window_bits",
+        "server_no_context_takeover",
+    )
+
+    def __init__(
+        self,
+        client: bool,
+        *,
+        client_max_window_bits: int = 15,
+        server_max_window_bits: int = 15,
+        client_no_context_takeover: bool = False,
+        server_no_context_takeover: bool = False,
+        compress_level: int = 3,
+        mem_level: int = 5,
+    ) -> None:
+        self.client = client
+        self.client_max_window_bits = client_max_window_bits
+        self.server_max_window_bits = server_max_window_bits
+        self.client_no_context_takeover = client_no_context_takeover
+        self.server_no_context_takeover = server_no_context_takeover
+        self._level = compress_level
+        self._mem_level = mem_level
+        if client:
+            self._send_bits, self._send_reset = client_max_window_bits, client_no_context_takeover
+            self._receive_bits = server_max_window_bits
+            self._receive_reset = server_no_context_takeover
+        else:
+            self._send_bits, self._send_reset = server_max_window_bits, server_no_context_takeover
+            self._receive_bits = client_max_window_bits
+            self._receive_reset = client_no_context_takeover
+        self._compressor: zlib._Compress | None = None
+        self._inflater: zlib._Decompress | None = None
+        #: True from a compressed message's first frame until its last.
+        self.inflating = False
+        self._left: float = math.inf  # bytes the message being inflated may still add
+
+    def __repr__(self) -> str:
+        role = "client" if self.client else "server"
+        return (f"<Deflate {role}: client_max_window_bits={self.client_max_window_bits}, "
+                f"server_max_window_bits={self.server_max_window_bits}, "
+                f"client_no_context_takeover={self.client_no_context_takeover}, "
+                f"server_no_context_takeover={self.server_no_context_takeover}>")
 
     # -- negotiation ----------------------------------------------------------
 
-    def accept(self, offer: str) -> bool | str | None:
-        """Answer one client offer as a server: within our limits, or not at all."""
-        if self._enabled:
-            return None  # an earlier offer in the same header was accepted
-        params = _parse(offer)
-        known = {"client_max_window_bits", "server_max_window_bits",
-                 "client_no_context_takeover", "server_no_context_takeover"}
-        if params is None or not params.keys() <= known:
+    @staticmethod
+    def offer(settings: PerMessageDeflate) -> str:
+        """A client's Sec-WebSocket-Extensions element offering ``settings``.
+
+        Both windows are always named: the server's so that it compresses
+        within our limit, the client's so that a server may bound ours.
+        """
+        parts = [NAME, f"client_max_window_bits={settings.client_max_window_bits}",
+                 f"server_max_window_bits={settings.server_max_window_bits}"]
+        if settings.client_no_context_takeover:
+            parts.append("client_no_context_takeover")
+        if settings.server_no_context_takeover:
+            parts.append("server_no_context_takeover")
+        return "; ".join(parts)
+
+    @classmethod
+    def accept(cls, settings: PerMessageDeflate,
+               offers: Sequence[str]) -> tuple[Deflate, str] | None:
+        """As a server, agree to the first of a client's offers we can honour.
+
+        ``offers`` are the elements of the request's Sec-WebSocket-Extensions,
+        in order. Returns the agreement and the element to answer with, or
+        None to answer with no extension. Other extensions, and offers that
+        are malformed, repeat or do not know a parameter, or ask for a window
+        we do not use, are passed over (declined, not failed).
+        """
+        for offer in offers:
+            parsed = _element(offer)
+            if parsed is None or parsed[0] != NAME:
+                continue
+            agreed = cls._answer(settings, parsed[1])
+            if agreed is not None:
+                return agreed
+        return None
+
+    @classmethod
+    def _answer(cls, mine: PerMessageDeflate,
+                offered: dict[str, str | None]) -> tuple[Deflate, str] | None:
+        if not offered.keys() <= _PARAMETERS or not _flags_valid(offered):
             return None
-        mine = self._settings
-        response = []
+        answer = [NAME]
+        # Our own window never exceeds our setting, however much the client allows.
         server_bits = mine.server_max_window_bits
-        if "server_max_window_bits" in params:
-            offered = _window_bits(params["server_max_window_bits"])
-            if offered is None:
+        if "server_max_window_bits" in offered:
+            asked = _bits(offered["server_max_window_bits"])
+            if asked is None:
                 return None
-            server_bits = min(server_bits, offered)
-        if "server_max_window_bits" in params or server_bits < 15:
-            response.append(f"server_max_window_bits={server_bits}")
+            server_bits = min(server_bits, asked)
+        if "server_max_window_bits" in offered or server_bits < 15:
+            answer.append(f"server_max_window_bits={server_bits}")
+        # The client's window may be bounded only if it offered to be; else it is 15.
         client_bits = 15
-        if "client_max_window_bits" in params:
-            value = params["client_max_window_bits"]
-            offered = 15 if value is None else _window_bits(value)
-            if offered is None:
+        if "client_max_window_bits" in offered:
+            value = offered["client_max_window_bits"]
+            hint = 15 if value is None else _bits(value)
+            if hint is None:
                 return None
-            client_bits = min(mine.client_max_window_bits, offered)
+            client_bits = min(mine.client_max_window_bits, hint)
             if client_bits < 15 or value is not None:
-                response.append(f"client_max_window_bits={client_bits}")
-        server_reset = mine.server_no_context_takeover or "server_no_context_takeover" in params
-        client_reset = mine.client_no_context_takeover or "client_no_context_takeover" in params
+                answer.append(f"client_max_window_bits={client_bits}")
+        server_reset = mine.server_no_context_takeover or "server_no_context_takeover" in offered
+        client_reset = mine.client_no_context_takeover or "client_no_context_takeover" in offered
         if server_reset:
-            response.append("server_no_context_takeover")
+            answer.append("server_no_context_takeover")
         if client_reset:
-            response.append("client_no_context_takeover")
-        self.server_max_window_bits = server_bits
-        self.client_max_window_bits = client_bits
-        self.server_no_context_takeover = server_reset
-        self.client_no_context_takeover = client_reset
-        self._enabled = True
-        return "; ".join(response)
+            answer.append("client_no_context_takeover")
+        deflate = cls(False, client_max_window_bits=client_bits,
+                      server_max_window_bits=server_bits,
+                      client_no_context_takeover=client_reset,
+                      server_no_context_takeover=server_reset,
+                      compress_level=mine.compress_level, mem_level=mine.mem_level)
+        return deflate, "; ".join(answer)
+
+    @classmethod
+    def confirm(cls, settings: PerMessageDeflate | None,
+                response: Sequence[str]) -> Deflate | None:
+        """As a client, check the server's answer to our :meth:`offer` of ``settings``.
+
+        ``response`` holds the elements of the 101's Sec-WebSocket-Extensions
+        (``settings`` None: we offered nothing). Returns the agreement, or
+        None if the server answered with no extension. A limit we asked for
+        but the server left out is taken at its widest, which we can always
+        inflate; anything RFC 7692 section 7.1 says a client must fail on
+        raises.
+
+        :raises ValueError: for an extension we did not offer, or a parameter
+            that is unknown, repeated or malformed, or a server window wider
+            than we offered.
+        """
+        if not response:
+            return None
+        parsed = [_element(element) for element in response]
+        for element, result in zip(response, parsed, strict=True):
+            if settings is None or (result is not None and result[0] != NAME):
+                raise ValueError(f"the server accepted an extension not offered: {element!r}")
+        if len(parsed) > 1:
+            raise ValueError("the server accepted more than one extension")
+        result = parsed[0]
+        if result is None:
+            raise ValueError(f"malformed extension response: {response[0]!r}")
+        assert settings is not None
+        answer = result[1]
+        unknown = answer.keys() - _PARAMETERS
+        if unknown:
+            raise ValueError(f"{NAME} response has unknown parameter {min(unknown)}")
+        if not _flags_valid(answer):
+            raise ValueError(f"{NAME} response gives a value to a flag")
+        server_bits = 15
+        if "server_max_window_bits" in answer:
+            bits = _bits(answer["server_max_window_bits"])
+            if bits is None or bits > settings.server_max_window_bits:
+                raise ValueError(f"{NAME} response has server_max_window_bits="
+                                 f"{answer['server_max_window_bits']}, offered at most "
+                                 f"{settings.server_max_window_bits}")
+            server_bits = bits
+        # We always offer client_max_window_bits, so a server may bound our window.
+        # The value we offer is only a hint, which a server may ignore (RFC 7692
+        # section 7.1.2.2, and Autobahn 13.4 answers 15 to any offer): a wider
+        # bound than our own setting leaves us at our own.
+        client_bits = settings.client_max_window_bits
+        if "client_max_window_bits" in answer:
+            bits = _bits(answer["client_max_window_bits"])
+            if bits is None:
+                raise ValueError(f"{NAME} response has client_max_window_bits="
+                                 f"{answer['client_max_window_bits']}")
+            client_bits = min(client_bits, bits)
+        return cls(
+            True,
+            client_max_window_bits=client_bits,
+            server_max_window_bits=server_bits,
+            client_no_context_takeover=(settings.client_no_context_takeover
+                                        or "client_no_context_takeover" in answer),
+            # Only the server's word lets us forget its context between messages.
+            server_no_context_takeover="server_no_context_takeover" in answer,
+            compress_level=settings.compress_level, mem_level=settings.mem_level,
+        )
 
     # -- compressing ----------------------------------------------------------
 
-    def frame_outbound(
-        self,
-        proto: FrameDecoder | FrameProtocol,
-        opcode: Opcode,
-        rsv: RsvBits,
-        data: bytes,
-        fin: bool,
-    ) -> tuple[RsvBits, bytes]:
-        """Compress with our level and memory level; wsproto does the framing."""
-        if self._compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
-            bits = self.client_max_window_bits if proto.client else self.server_max_window_bits
-            self._compressor = zlib.compressobj(
-                self._settings.compress_level, zlib.DEFLATED, -bits, self._settings.mem_level)
-        return super().frame_outbound(proto, opcode, rsv, data, fin)
+    def compress(self, message: bytes | bytearray | memoryview) -> bytes:
+        """The payload of one whole message, compressed (send it with RSV1 set)."""
+        compressor = self._compressor
+        if compressor is None:
+            compressor = self._compressor = zlib.compressobj(
+                self._level, zlib.DEFLATED, -self._send_bits, self._mem_level)
+        data = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        if self._send_reset:
+            self._compressor = None
+        return data[:-4] if data.endswith(_TAIL) else data
 
-    # -- inflating, within budget --------------------------------------------
+    # -- inflating ------------------------------------------------------------
 
-    def frame_inbound_header(
-        self,
-        proto: FrameDecoder | FrameProtocol,
-        opcode: Opcode,
-        rsv: RsvBits,
-        payload_length: int,
-    ) -> _Code | RsvBits:
-        """Start a fresh inflation budget with each new message."""
-        if self._inbound_compressed is None and opcode in (Opcode.TEXT, Opcode.BINARY):
-            factor = _MAX_BYTES_PER_CHARACTER if opcode is Opcode.TEXT else 1
-            self._budget = self._max_message_size * factor
-        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+    def start(self, limit: float) -> None:
+        """A compressed message begins; it may inflate to at most ``limit`` bytes."""
+        self.inflating = True
+        self._left = limit
 
-    def _inflate(self, data: bytes) -> _Code | bytes:
-        assert self._decompressor is not None
-        limit = 0 if self._budget == math.inf else int(self._budget) + 1
+    def inflate(self, data: bytes | bytearray | memoryview, fin: bool) -> bytes:
+        """Inflate one frame's payload of the message begun with :meth:`start`.
+
+        zlib is never asked for more than the message may still grow by (and
+        one byte to tell), so a small frame cannot expand into gigabytes
+        before we look.
+
+        :raises InflateError: 1009 once the message passes its limit, 1007 if
+            the data does not inflate. The inflater is unusable afterwards.
+        """
+        inflater = self._inflater
+        if inflater is None:
+            inflater = self._inflater = zlib.decompressobj(-self._receive_bits)
+        if fin:
+            data = b"".join((data, _TAIL))
+        left = self._left
         try:
-            inflated = self._decompressor.decompress(data, limit)
-        except zlib.error:
-            return _Code.INVALID_FRAME_PAYLOAD_DATA
-        self._budget -= len(inflated)
-        if self._budget < 0:
-            return _Code.MESSAGE_TOO_BIG
+            if left == math.inf:
+                inflated = inflater.decompress(data)
+            else:
+                inflated = inflater.decompress(data, int(left) + 1)
+        except zlib.error as exc:
+            raise InflateError(1007, f"compressed data does not inflate: {exc}") from None
+        if len(inflated) > left:
+            raise InflateError(1009, "message inflates past the size limit")
+        self._left = left - len(inflated)
+        if inflater.eof:
+            # The peer closed its deflate stream (a final block): legal at the
+            # end of a message, after which it starts a new stream.
+            rest = inflater.unused_data
+            if rest and not (fin and rest == _TAIL):
+                raise InflateError(1007, "data after the end of the compressed stream")
+        if fin:
+            self.inflating = False
+            if self._receive_reset or inflater.eof:
+                self._inflater = None
         return inflated
-
-    def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
-    ) -> bytes | _Code:
-        """Inflate a frame's payload, stopping as soon as the message is too big."""
-        if not self._inbound_compressed or not self._inbound_is_compressible:
-            return data
-        return self._inflate(bytes(data))
-
-    def frame_inbound_complete(
-        self, proto: FrameDecoder | FrameProtocol, fin: bool
-    ) -> bytes | _Code | None:
-        """At the end of a compressed message, inflate the stripped tail."""
-        if not fin:
-            return None
-        compressed = self._inbound_compressed and self._inbound_is_compressible
-        self._inbound_compressed = None
-        if not compressed:
-            return None
-        result = self._inflate(_TAIL)
-        reset = self.server_no_context_takeover if proto.client else self.client_no_context_takeover
-        if reset:
-            self._decompressor = None
-        return result

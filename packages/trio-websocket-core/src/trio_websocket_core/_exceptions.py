@@ -8,6 +8,7 @@ from ._close_reason import CloseReason
 
 __all__ = [
     "ConnectionClosed",
+    "ConnectionFailed",
     "ConnectionRejected",
     "ConnectionTimeout",
     "DisconnectionTimeout",
@@ -31,6 +32,23 @@ class ConnectionClosed(Exception):
 
 class HandshakeError(Exception):
     """The opening or closing handshake failed."""
+
+
+class ConnectionFailed(HandshakeError, OSError):
+    """The network failed while opening the connection: TCP, DNS or TLS.
+
+    Both a :class:`HandshakeError` (the reference promises one for any
+    networking error) and an :class:`OSError` (so ``except OSError`` works
+    too). ``errno`` and ``strerror`` are the original error's, ``filename``
+    is the address tried, and the original error is the ``__cause__``.
+    """
+
+    @classmethod
+    def wrap(cls, error: OSError, address: str) -> ConnectionFailed:
+        """The error to raise ``from error`` for a failure while connecting to ``address``."""
+        if error.errno is None:
+            return cls(f"cannot connect to {address}: {error}")
+        return cls(error.errno, error.strerror, address)
 
 
 class ConnectionRejected(HandshakeError):

@@ -1,7 +1,7 @@
 """WebSocket framing after the opening handshake (RFC 6455 section 5), Sans-IO.
 
-wsproto still runs the HTTP handshake and negotiates permessage-deflate; this
-takes over the open connection because its frame layer costs ~25 us a frame
+The handshakes hand the open connection, and any permessage-deflate they
+agreed (see _deflate), to this: wsproto's frame layer cost ~25 us a frame
 in Python. Here a frame is parsed with a few byte lookups, a partial frame
 waits in one growing buffer (never re-parsed per read), messages are
 reassembled and size-checked as fragments arrive, and text is validated as
@@ -16,12 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from wsproto.connection import ConnectionState
-from wsproto.extensions import Extension
-from wsproto.frame_protocol import CloseReason as _Code
-from wsproto.frame_protocol import Opcode, RsvBits
 
 from . import _buffers, _mask
 from ._close_reason import is_wire_close_code
+from ._deflate import Deflate, InflateError
 from ._mask import SMALL, mask, new_key
 
 __all__ = [
@@ -78,7 +76,7 @@ class FrameProtocol:
 
     ``state`` follows wsproto's ``ConnectionState``: OPEN, then
     LOCAL_CLOSING or REMOTE_CLOSING, then CLOSED. ``deflate`` is the
-    negotiated permessage-deflate extension, or ``None``.
+    permessage-deflate the handshake agreed (a :class:`Deflate`), or ``None``.
     """
 
     __slots__ = (
@@ -107,14 +105,14 @@ class FrameProtocol:
         "state",
     )
 
-    def __init__(self, client: bool, deflate: Extension | None = None,
+    def __init__(self, client: bool, deflate: Deflate | None = None,
                  max_message_size: float = float("inf")) -> None:
         self.client = client
         self.state = _OPEN
         #: The peer's (code, reason), once its close frame is parsed. Events
         #: before it may still be on their way to the user at that point.
-        self.peer_close: tuple[int, str] | None = None
-        self._deflate = deflate if deflate is not None and deflate.enabled() else None
+        self.peer_close: tuple[int, str | None] | None = None
+        self._deflate = deflate
         self._max_message_size = max_message_size
         # No frame longer than this can hold an acceptable message (UTF-8 takes
         # up to 4 bytes a character; deflate may add a little to random data).
@@ -144,6 +142,11 @@ class FrameProtocol:
         self._pending_keys = bytearray()
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
+
+    @property
+    def compresses(self) -> bool:
+        """Whether permessage-deflate was agreed (outgoing messages cost more to frame)."""
+        return self._deflate is not None
 
     # -- receiving ----------------------------------------------------------
 
@@ -432,38 +435,39 @@ class FrameProtocol:
         self._discarding = True
         events.append((TOO_BIG, None))
 
-    def _inflate(self, deflate: Extension, first: int, opcode: int,
-                 payload: Frame, fin: int) -> bytes:
+    def _inflate(self, deflate: Deflate, first: int, opcode: int,
+                 payload: Frame, fin: int) -> Frame:
+        """A data frame's payload, inflated if its message is compressed."""
         if first & 0x30:
             raise _ProtocolError(1002, "reserved bits set that no extension uses")
+        if opcode == _CONTINUATION:
+            if first & 0x40:
+                raise _ProtocolError(1002, "RSV1 set on a continuation frame")
+            if not deflate.inflating:
+                return payload  # part of a plain message, or of none (_frame fails it)
+        elif not first & 0x40 or self._opcode:
+            return payload  # a plain message, or one that _frame fails as out of turn
         if self._discarding:
             return b""  # closing for size: inflating more would defeat the point
-        op = Opcode(opcode)
-        rsv = RsvBits(bool(first & 0x40), False, False)
-        checked = deflate.frame_inbound_header(self, op, rsv, len(payload))  # type: ignore[arg-type]
-        if isinstance(checked, _Code):
-            raise _ProtocolError(int(checked), "invalid compressed frame")
-        result = deflate.frame_inbound_payload_data(self, bytes(payload))  # type: ignore[arg-type]
-        if not isinstance(result, _Code):
-            tail = deflate.frame_inbound_complete(self, bool(fin))  # type: ignore[arg-type]
-            if not isinstance(tail, _Code):
-                return result + tail if tail else result
-            result = tail
-        # The inflater's state is unusable after an error: fail the connection.
-        if result is _Code.MESSAGE_TOO_BIG:
-            raise _ProtocolError(1009, "message inflates past the size limit")
-        raise _ProtocolError(int(result), "compressed data does not inflate")
+        if opcode != _CONTINUATION:
+            text_factor = 4 if opcode == _TEXT else 1  # UTF-8: up to 4 bytes a character
+            deflate.start(self._max_message_size * text_factor)
+        try:
+            return deflate.inflate(payload, bool(fin))
+        except InflateError as error:
+            # The inflater's state is unusable after an error: fail the connection.
+            raise _ProtocolError(error.code, error.reason) from None
 
-    def _close_payload(self, payload: Frame) -> tuple[int, str]:
+    def _close_payload(self, payload: Frame) -> tuple[int, str | None]:
         if not payload:
-            return 1005, ""
+            return 1005, None
         if len(payload) == 1:
             raise _ProtocolError(1002, "close frame with a 1-byte payload")
         code = (payload[0] << 8) | payload[1]
         if not is_wire_close_code(code):
             raise _ProtocolError(1002, f"close code {code} may not be sent")
         try:
-            return code, str(payload[2:], "utf-8")
+            return code, str(payload[2:], "utf-8") or None
         except UnicodeDecodeError:
             raise _ProtocolError(1007, "close reason is not valid UTF-8") from None
 
@@ -529,24 +533,23 @@ class FrameProtocol:
         first = 0x80 | opcode
         deflate = self._deflate
         if deflate is not None:
-            rsv, payload = deflate.frame_outbound(
-                self, Opcode(opcode), RsvBits(False, False, False), payload, True,  # type: ignore[arg-type]
-            )
-            if rsv.rsv1:
-                first |= 0x40
+            payload = deflate.compress(payload)
+            first |= 0x40  # RSV1: this message is compressed
         return self._frame_bytes(first, payload)
 
     def ping(self, payload: bytes) -> Frame:
         """Bytes for a ping frame."""
+        if self.state is not _OPEN:
+            raise RuntimeError(f"cannot ping in state {self.state.name}")
         return self._control(_PING, payload)
 
     def pong(self, payload: bytes) -> Frame:
-        """Bytes for a pong frame."""
+        """Bytes for a pong frame; also after the peer's close frame, until ours is out."""
+        if self.state is not _OPEN and self.state is not _REMOTE_CLOSING:
+            raise RuntimeError(f"cannot pong in state {self.state.name}")
         return self._control(_PONG, payload)
 
     def _control(self, opcode: int, payload: bytes) -> Frame:
-        if self.state is not _OPEN:
-            raise RuntimeError(f"cannot send a control frame in state {self.state.name}")
         if len(payload) > 125:
             raise ValueError("ping and pong payloads are limited to 125 bytes")
         return self._frame_bytes(0x80 | opcode, payload)

@@ -19,14 +19,15 @@ from trio_websocket_core import (
     PerMessageDeflate,
     WebSocketConnection,
 )
-from trio_websocket_core._endpoint import stream_endpoints
-from trio_websocket_core._http import (
+from trio_websocket_core.toolkit import (
+    Deflate,
+    FrameProtocol,
     Header,
     HeadTooLarge,
     headers_except,
     receive_http_head,
+    stream_endpoints,
 )
-from trio_websocket_core._protocol import FrameProtocol
 
 from ._upgrade import BadRequest, UpgradeRequest, accept_response, parse_request, response
 
@@ -137,10 +138,12 @@ class WebSocketRequest:
             raise ValueError(f"subprotocol {subprotocol!r} was not proposed by the client")
         headers = headers_except(extra_headers, _ACCEPT_RESERVED)
         self._claim()
-        compression = self._compression
-        deflate = None if compression is None else compression.extension(self._max_message_size)
-        data = accept_response(request, subprotocol, [] if deflate is None else [deflate],
-                               headers)
+        deflate = answer = None
+        if self._compression is not None:
+            agreed = Deflate.accept(self._compression, request.extensions)
+            if agreed is not None:
+                deflate, answer = agreed
+        data = accept_response(request, subprotocol, answer, headers)
         try:
             await self._stream.send_all(data)
         except BaseException as exc:
@@ -148,7 +151,7 @@ class WebSocketRequest:
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
                 raise ConnectionClosed(CloseReason(1006, None)) from exc
             raise
-        # wsproto negotiated; our own frame layer takes the open connection.
+        # Our own frame layer takes the open connection.
         protocol = FrameProtocol(False, deflate, self._max_message_size)
         protocol.receive_data(self._trailing_data)  # frames sent right behind the request
         self._trailing_data = b""

@@ -19,7 +19,7 @@ from trio_websocket_core import (
     HandshakeError,
     PerMessageDeflate,
 )
-from trio_websocket_core._endpoint import socket_endpoint
+from trio_websocket_core.toolkit import socket_endpoint
 
 from ._request import WebSocketRequest, wrap_server_stream
 

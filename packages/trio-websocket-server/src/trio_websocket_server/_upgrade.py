@@ -4,7 +4,8 @@ wsproto ran this through h11 at ~55 us a connection, a tenth of a loopback
 connection's whole cost, and kept the state machines alive as long as the
 request. A WebSocket upgrade is one fixed-shape GET with no body, so it is
 parsed here directly, with the same checks and answers wsproto gives;
-wsproto's helpers still negotiate extensions and compute the accept token.
+wsproto's helper still computes the accept token, and permessage-deflate is
+negotiated by our own _deflate.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from __future__ import annotations
 import http
 from collections.abc import Sequence
 
-from wsproto.extensions import Extension
-from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token, split_comma_header
 
-from trio_websocket_core._http import header_fields, is_target
+from trio_websocket_core.toolkit import header_fields, is_target
 
 __all__ = ["BadRequest", "UpgradeRequest", "accept_response", "parse_request", "response"]
 
@@ -108,17 +107,15 @@ def parse_request(head: bytes) -> UpgradeRequest:
 
 
 def accept_response(request: UpgradeRequest, subprotocol: str | None,
-                    extensions: list[Extension],
+                    extensions: str | None,
                     extra_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The 101 answer; ``extensions`` are offered to the client's offers and may accept."""
+    """The 101 answer; ``extensions``: the Sec-WebSocket-Extensions value agreed, if any."""
     lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade",
              b"Sec-WebSocket-Accept: " + generate_accept_token(request.key)]
     if subprotocol is not None:
         lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii"))
-    if extensions and request.extensions:
-        agreed = server_extensions_handshake(request.extensions, extensions)
-        if agreed:
-            lines.append(b"Sec-WebSocket-Extensions: " + agreed)
+    if extensions:
+        lines.append(b"Sec-WebSocket-Extensions: " + extensions.encode("ascii"))
     lines += [name + b": " + value for name, value in extra_headers]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 

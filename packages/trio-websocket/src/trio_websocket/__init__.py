@@ -14,6 +14,7 @@ from trio_websocket_client import (
 from trio_websocket_core import (
     CloseReason,
     ConnectionClosed,
+    ConnectionFailed,
     ConnectionRejected,
     ConnectionTimeout,
     DisconnectionTimeout,
@@ -34,6 +35,7 @@ from ._version import __version__
 __all__ = [
     "CloseReason",
     "ConnectionClosed",
+    "ConnectionFailed",
     "ConnectionRejected",
     "ConnectionTimeout",
     "DisconnectionTimeout",

@@ -1,0 +1,420 @@
+"""Trio's promises, held over every transport: memory streams (the generic path),
+lock-step streams (writes that wait for the peer) and real loopback sockets
+(the raw-descriptor path on POSIX, unless TRIO_WEBSOCKET_GENERIC_IO=1).
+
+- every public async call raises a cancellation that is already pending;
+- a cancelled call did nothing (nothing reaches the peer, the connection still
+  works, the compressor is untouched) or aborted the connection (1006), never
+  both: checked by wsproto as an independent peer, with and without compression;
+- a tight loop of calls lets other tasks run within the cooperative budget.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from wsproto import ConnectionType
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
+
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionFailed,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+    wrap_server_stream,
+)
+from trio_websocket_core._budget import BUDGET
+
+from .conftest import HOST, RawPeer
+
+LIMIT = 10  # seconds: a hang must fail, not stall the suite
+TRANSPORTS = ["memory", "lockstep", "tcp"]
+
+
+async def stream_pair(transport: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    """(ours, the peer's) connected by ``transport``."""
+    if transport == "memory":
+        return trio.testing.memory_stream_pair()
+    if transport == "lockstep":
+        return trio.testing.lockstep_stream_pair()
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    port = listeners[0].socket.getsockname()[1]
+    peer = await trio.open_tcp_stream(HOST, port)
+    ours = await listeners[0].accept()
+    await listeners[0].aclose()
+    return ours, peer
+
+
+Opener = Callable[..., Awaitable[tuple[WebSocketConnection, RawPeer]]]
+
+
+@pytest.fixture
+async def open_pair(nursery: trio.Nursery) -> AsyncIterator[Opener]:
+    """Opens our server end and a wsproto client (deflate if ``compress``); closes the peers."""
+    peers: list[RawPeer] = []
+
+    async def open_(transport: str, compress: bool,
+                    **options: Any) -> tuple[WebSocketConnection, RawPeer]:
+        ours, theirs = await stream_pair(transport)
+        peer = RawPeer(theirs, ConnectionType.CLIENT)
+        peers.append(peer)
+        extensions = [WsprotoDeflate()] if compress else []
+
+        async def handshake() -> None:
+            await peer.send(Request(host="localhost", target="/", extensions=extensions))
+
+        nursery.start_soon(handshake)
+        request = await wrap_server_stream(nursery, ours, **options)
+        accepted: list[WebSocketConnection] = []
+
+        async def accept() -> None:  # on lock-step streams its write waits for the peer
+            accepted.append(await request.accept())
+
+        nursery.start_soon(accept)
+        assert isinstance(await peer.next_event(), AcceptConnection)
+        await trio.testing.wait_all_tasks_blocked()
+        return accepted[0], peer
+
+    yield open_
+    for peer in peers:
+        await trio.aclose_forcefully(peer.stream)
+
+
+async def next_message(peer: RawPeer) -> str | bytes | None:
+    """The peer's next whole message (pings and pongs skipped); None at the end."""
+    parts: list[Any] = []
+    while True:
+        event = await peer.next_event()
+        if event is None or isinstance(event, CloseConnection):
+            return None
+        if isinstance(event, Message):
+            parts.append(event.data)
+            if event.message_finished:
+                return "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "deflate"])
+def compress(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+# -- a pending cancellation -------------------------------------------------
+
+CALLS: dict[str, Callable[[WebSocketConnection], Awaitable[object]]] = {
+    "send_message": lambda ws: ws.send_message("never sent"),
+    "get_message": lambda ws: ws.get_message(),
+    "ping": lambda ws: ws.ping(b"never"),
+    "pong": lambda ws: ws.pong(b"never"),
+    "aclose": lambda ws: ws.aclose(),
+}
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_a_pending_cancellation_is_raised_before_anything_happens(
+    open_pair: Opener, nursery: trio.Nursery, call: str, transport: str, compress: bool
+) -> None:
+    ws, peer = await open_pair(transport, compress, message_queue_size=10)
+    await ws.send_message("context")  # gives the compressor a history to corrupt
+    assert await next_message(peer) == "context"
+    await peer.send(TextMessage("queued"))
+    await peer.send(Ping(b"flush"))  # answered once the reader has queued "queued"
+    assert await peer.next_event() == Pong(b"flush")
+    with trio.fail_after(LIMIT):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await CALLS[call](ws)
+    assert scope.cancelled_caught
+    if call == "aclose":  # trio's rule for aclose: cancelled, it aborts
+        assert ws.closed is not None and ws.closed.code == 1006
+        assert await next_message(peer) is None  # and nothing else was sent
+        return
+    # Nothing was taken, nothing was sent, and the connection works on.
+    assert await ws.get_message() == "queued"
+    await ws.send_message("context and more")
+    assert await peer.next_event() == TextMessage("context and more")
+
+
+# -- cancelled while another task's write is blocked -------------------------
+
+
+def blocking_payload(transport: str) -> bytes:
+    # Random bytes do not compress, so the write blocks with deflate too.
+    return os.urandom(8 * 2**20 if transport == "tcp" else 100)
+
+
+@pytest.mark.parametrize("transport", ["lockstep", "tcp"])
+async def test_a_send_cancelled_behind_a_blocked_write_sends_nothing(
+    open_pair: Opener, nursery: trio.Nursery, transport: str, compress: bool
+) -> None:
+    ws, peer = await open_pair(transport, compress, max_message_size=2**24)
+    blob = blocking_payload(transport)
+    outcome: list[bool] = []
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(ws.send_message, blob)  # the peer does not read: it blocks
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.CancelScope() as scope:
+                inner.start_soon(_cancel_when_blocked, scope)
+                await ws.send_message("cancelled while waiting its turn")
+            outcome.append(scope.cancelled_caught)
+            # Now the peer reads: it gets the blocked message whole, then only
+            # what was sent after the cancellation, decoded correctly.
+            assert await next_message(peer) == blob
+            assert outcome == [True]
+            assert ws.closed is None
+            inner.start_soon(ws.send_message, "after the cancellation " * 3)
+            assert await next_message(peer) == "after the cancellation " * 3
+
+
+@pytest.mark.parametrize("transport", ["lockstep", "tcp"])
+async def test_cancelling_a_write_under_way_aborts_the_connection(
+    open_pair: Opener, nursery: trio.Nursery, transport: str, compress: bool
+) -> None:
+    ws, peer = await open_pair(transport, compress, max_message_size=2**24)
+    blob = blocking_payload(transport)
+    with trio.fail_after(LIMIT):
+        with trio.CancelScope() as scope:
+            nursery.start_soon(_cancel_when_blocked, scope)
+            await ws.send_message(blob)
+        assert scope.cancelled_caught
+        assert ws.closed is not None and ws.closed.code == 1006
+        with pytest.raises(ConnectionClosed):
+            await ws.send_message("too late")
+        # The stream ends with no closing handshake. Over TCP the peer gets
+        # part of the frame; a stream that had taken the whole frame when the
+        # cancellation came (lock-step) may still deliver it, as trio's
+        # send_all allows: the abort is what tells the application.
+        arrived = await next_message(peer)
+        assert arrived is None if transport == "tcp" else arrived in (None, blob)
+        assert peer.ws.state.name != "CLOSED"  # no close frame came
+
+
+async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+
+
+async def test_a_ping_cancelled_while_waiting_for_its_pong_leaves_the_connection_working(
+    open_pair: Opener,
+) -> None:
+    ws, peer = await open_pair("memory", compress=False)
+    with trio.move_on_after(1) as scope:  # no pong comes: the peer is hand-driven
+        await ws.ping(b"heartbeat")
+    assert scope.cancelled_caught
+    assert await peer.next_event() == Ping(b"heartbeat")  # it was sent once
+    await peer.send(Pong(b"heartbeat"))  # late: ignored
+    await ws.send_message("fine")
+    assert await peer.next_event() == TextMessage("fine")
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(ws.ping, b"heartbeat")  # the payload is free again
+            assert await peer.next_event() == Ping(b"heartbeat")
+            await peer.send(Pong(b"heartbeat"))
+
+
+# -- fairness ----------------------------------------------------------------
+
+
+async def count_turns(turns: list[int], done: trio.Event) -> None:
+    while not done.is_set():
+        turns[0] += 1
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_a_tight_send_loop_lets_other_tasks_run(
+    open_pair: Opener, nursery: trio.Nursery, transport: str, compress: bool
+) -> None:
+    ws, peer = await open_pair(transport, compress)
+    calls = 8 * BUDGET
+    turns = [0]
+    done = trio.Event()
+    nursery.start_soon(count_turns, turns, done)
+    for number in range(calls):
+        await ws.send_message(f"m{number}")
+    done.set()
+    # At least one turn for every BUDGET calls, however full the budget was.
+    assert turns[0] >= calls // BUDGET - 1
+    for number in range(calls):
+        assert await next_message(peer) == f"m{number}"
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_a_tight_get_loop_over_queued_messages_lets_other_tasks_run(
+    open_pair: Opener, nursery: trio.Nursery, transport: str
+) -> None:
+    calls = 8 * BUDGET
+    ws, peer = await open_pair(transport, False, message_queue_size=calls)
+    for number in range(calls):
+        await peer.send(TextMessage(f"m{number}"))
+    await peer.send(Ping(b"all queued"))
+    assert await peer.next_event() == Pong(b"all queued")
+    turns = [0]
+    done = trio.Event()
+    nursery.start_soon(count_turns, turns, done)
+    for number in range(calls):
+        assert await ws.get_message() == f"m{number}"
+    done.set()
+    assert turns[0] >= calls // BUDGET - 1
+
+
+def test_the_raw_descriptor_path_can_be_turned_off() -> None:
+    # CI runs the whole suite a second time with it off (the generic path).
+    code = "import trio_websocket_core._connection as c; print(c.RAW_SOCKET_IO)"
+    for setting, expected in (("1", "False"), ("0", str(os.name == "posix"))):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                env={**os.environ, "TRIO_WEBSOCKET_GENERIC_IO": setting},
+                                check=True)
+        assert result.stdout.strip() == expected
+
+
+# -- streams their owner closes ----------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["idle", "after a hand-over"])
+async def test_a_stream_closed_by_its_owner_ends_in_1006(
+    nursery: trio.Nursery, when: str
+) -> None:
+    ours, theirs = await stream_pair("tcp")
+    peer = RawPeer(theirs, ConnectionType.CLIENT)
+    await peer.send(Request(host="localhost", target="/"))
+    ws = await (await wrap_server_stream(nursery, ours)).accept()
+    assert isinstance(await peer.next_event(), AcceptConnection)
+    if when == "after a hand-over":
+        # A message handed to a waiting getter: the reader then stands aside.
+        async with trio.open_nursery() as inner:
+            inner.start_soon(peer.send, TextMessage("hello"))
+            assert await ws.get_message() == "hello"
+    await trio.testing.wait_all_tasks_blocked()
+    assert isinstance(ours, trio.SocketStream)
+    number = ours.socket.fileno()
+    await ours.aclose()  # the owner closes the stream it handed over
+    # A new socket may take the same descriptor number: it must not be read.
+    reused_a, reused_b = trio.socket.socketpair()
+    with reused_a, reused_b:
+        if reused_a.fileno() == number:
+            await reused_b.send(b"\x81\x02hi")
+        with trio.fail_after(LIMIT):
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 1006
+            with pytest.raises(ConnectionClosed):
+                await ws.send_message("x")
+            await ws.aclose()
+        if reused_a.fileno() == number:
+            assert await reused_a.recv(10) == b"\x81\x02hi"  # untouched
+    await peer.stream.aclose()
+
+
+async def test_a_client_stream_closed_by_its_owner_ends_in_1006(nursery: trio.Nursery) -> None:
+    from trio_websocket import wrap_client_stream
+
+    ours, theirs = await stream_pair("tcp")
+    peer = RawPeer(theirs, ConnectionType.SERVER)
+
+    async def answer() -> None:
+        await peer.next_event()
+        await peer.send(AcceptConnection())
+
+    nursery.start_soon(answer)
+    ws = await wrap_client_stream(nursery, ours, "localhost", "/")
+    await trio.testing.wait_all_tasks_blocked()
+    await ours.aclose()
+    with trio.fail_after(LIMIT):
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1006
+    await peer.stream.aclose()
+
+
+# -- the protocol points -----------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_a_ping_and_a_close_in_one_read_are_answered_in_order(
+    open_pair: Opener, nursery: trio.Nursery, transport: str
+) -> None:
+    ws, peer = await open_pair(transport, compress=False)
+    await peer.stream.send_all(peer.ws.send(Ping(b"first")) + peer.ws.send(
+        CloseConnection(1000, "bye")))
+    with trio.fail_after(LIMIT):
+        assert await peer.next_event() == Pong(b"first")
+        assert await peer.next_event() == CloseConnection(1000, "bye")
+        with pytest.raises(ConnectionClosed):
+            await ws.get_message()
+
+
+async def test_a_close_frame_without_a_reason_gives_none(open_pair: Opener) -> None:
+    ws, peer = await open_pair("memory", compress=False)
+    await peer.send(CloseConnection(1001))
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.get_message()
+    assert closed.value.reason.code == 1001
+    assert closed.value.reason.reason is None
+    ws, peer = await open_pair("memory", compress=False)
+    await peer.stream.send_all(b"\x88\x80abcd")  # a masked close frame with no payload
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.get_message()
+    assert (closed.value.reason.code, closed.value.reason.reason) == (1005, None)
+
+
+async def test_a_client_does_not_wait_forever_for_the_servers_eof(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    from trio_websocket import wrap_client_stream
+    from trio_websocket_core._connection import CLOSE_EOF_TIMEOUT
+
+    ours, theirs = trio.testing.memory_stream_pair()
+    peer = RawPeer(theirs, ConnectionType.SERVER)
+
+    async def answer() -> None:
+        await peer.next_event()
+        await peer.send(AcceptConnection())
+        close = await peer.next_event()
+        assert isinstance(close, CloseConnection)
+        await peer.send(close.response())  # ... and keeps TCP open
+
+    nursery.start_soon(answer)
+    ws = await wrap_client_stream(nursery, ours, "localhost", "/")
+    start = trio.current_time()
+    await ws.aclose()
+    assert trio.current_time() - start == pytest.approx(CLOSE_EOF_TIMEOUT)
+    assert ws.closed is not None and ws.closed.code == 1000
+
+
+async def test_a_refused_connection_is_both_a_handshake_error_and_an_os_error() -> None:
+    probe = trio.socket.socket()
+    await probe.bind((HOST, 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    with pytest.raises(ConnectionFailed) as failure:
+        async with open_websocket_url(f"ws://{HOST}:{port}/"):
+            pass
+    assert isinstance(failure.value, HandshakeError)
+    assert isinstance(failure.value, OSError)
+    assert isinstance(failure.value.__cause__, ConnectionRefusedError)
+    assert failure.value.errno == failure.value.__cause__.errno
+    try:  # the reference's own example catches OSError
+        async with open_websocket_url(f"ws://{HOST}:{port}/"):
+            pass
+    except OSError as error:
+        assert "Connection refused" in str(error)
+

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,9 @@ def main() -> int:
     parser.add_argument("--role", choices=["server", "client", "both"], default="both")
     parser.add_argument("--cases", nargs="*", default=["*"], help="case ids or globs")
     args = parser.parse_args()
+    generic = os.environ.get("TRIO_WEBSOCKET_GENERIC_IO", "0") != "0"
+    print("autobahn over " + ("the generic stream methods (TRIO_WEBSOCKET_GENERIC_IO=1)"
+                              if generic else "the default I/O path"), flush=True)
     # The roles run side by side, each keeping about one core busy.
     timings: dict[str, float] = {}
     threads = []

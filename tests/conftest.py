@@ -25,6 +25,13 @@ from trio_websocket import (
 HOST = "127.0.0.1"
 
 
+def pytest_report_header() -> str:
+    from trio_websocket_core._connection import RAW_SOCKET_IO
+
+    path = "raw descriptors on plain TCP" if RAW_SOCKET_IO else "the generic stream methods"
+    return f"trio-websocket I/O: {path} (TRIO_WEBSOCKET_GENERIC_IO=1 for the generic path)"
+
+
 async def echo_handler(request: WebSocketRequest) -> None:
     ws = await request.accept()
     try:

@@ -54,6 +54,14 @@ def feed(protocol: FrameProtocol, data: bytes, step: int | None = None) -> list[
     events: list[Event] = []
     for i in range(0, len(data), step or max(1, len(data))):
         protocol.receive_data(data[i:i + (step or len(data))])
+        events += all_events(protocol)
+    return events
+
+
+def all_events(protocol: FrameProtocol) -> list[Event]:
+    """Every event the data fed so far holds, batch after batch, as the reader takes them."""
+    events = protocol.events()
+    while protocol.more:
         events += protocol.events()
     return events
 
@@ -81,7 +89,7 @@ def feed_cut(protocol: FrameProtocol, data: bytes, cuts: list[int]) -> list[Even
     events: list[Event] = []
     for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
         protocol.receive_data(data[start:end])
-        events += protocol.events()
+        events += all_events(protocol)
     return events
 
 
@@ -274,3 +282,19 @@ def test_a_run_of_small_fragments_over_the_size_limit_is_too_big(masker: str) ->
     # Known as soon as the read that passes the limit is parsed, not at the last fragment.
     assert feed(protocol, wire[:len(wire) // 2]) == [(TOO_BIG, None)]
     assert feed(protocol, wire[len(wire) // 2:] + frame(0x1, b"next")) == []  # closing: dropped
+
+
+def test_events_come_in_bounded_batches() -> None:
+    # However small the frames, one call parses at most a batch of them, so
+    # the reader can let other tasks run between batches.
+    from trio_websocket_core._protocol import FRAMES_PER_BATCH
+
+    count = 3 * FRAMES_PER_BATCH + 5
+    data = b"".join(frame(0x1, b"%d" % number) for number in range(count))
+    protocol = FrameProtocol(client=False)
+    protocol.receive_data(data)
+    first = protocol.events()
+    assert len(first) == FRAMES_PER_BATCH and protocol.more
+    rest = all_events(protocol)
+    assert not protocol.more
+    assert [value for _, value in first + rest] == [str(number) for number in range(count)]

@@ -11,6 +11,8 @@ lock-step streams (writes that wait for the peer) and real loopback sockets
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import subprocess
 import sys
@@ -418,3 +420,32 @@ async def test_a_refused_connection_is_both_a_handshake_error_and_an_os_error() 
     except OSError as error:
         assert "Connection refused" in str(error)
 
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_one_read_of_many_tiny_frames_lets_other_tasks_run(
+    open_pair: Opener, nursery: trio.Nursery, transport: str
+) -> None:
+    from trio_websocket_core._protocol import FRAMES_PER_BATCH
+
+    count = 6000  # 36 KB of empty text frames, well within one read
+    ws, peer = await open_pair(transport, False, message_queue_size=math.inf)
+    burst = b"".join(peer.ws.send(TextMessage("")) for _ in range(count))
+    done = trio.Event()
+    seen = [0]  # nothing is queued before the burst is sent
+
+    async def watch() -> None:  # how many messages are queued at each of its turns
+        while not done.is_set():
+            seen.append(len(ws._inbox._items or ()))
+            await trio.lowlevel.checkpoint()
+
+    nursery.start_soon(watch)
+    await peer.stream.send_all(burst + peer.ws.send(Ping(b"all read")))
+    with trio.fail_after(LIMIT):
+        assert await peer.next_event() == Pong(b"all read")
+    done.set()
+    steps = [later - earlier for earlier, later in itertools.pairwise(seen)]
+    # Trio may run the reader last in one pass of its scheduler and first in
+    # the next, so two batches at most come between two of the watcher's turns.
+    assert max(steps) <= 2 * FRAMES_PER_BATCH
+    assert len(ws._inbox._items or ()) == count

@@ -262,22 +262,25 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._getter_reading = True
         try:
             while mine is _NO_MESSAGE and self._closed is None:
-                fd = sock.fileno()
-                if fd < 0:
-                    break  # closed by its owner: the reader ends the connection
-                try:
-                    await trio.lowlevel.wait_readable(fd)
-                except trio.ClosedResourceError:
-                    break  # closed or handed back by aclose(): the reader decides
-                try:
-                    data = os.read(fd, RECEIVE_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    break  # the reader reads again and sees the connection is lost
-                if not data:
-                    break  # likewise for the peer's EOF
-                protocol.receive_data(data)
+                if protocol.more:  # the last read's frames are not all parsed yet
+                    await trio.lowlevel.checkpoint()
+                else:
+                    fd = sock.fileno()
+                    if fd < 0:
+                        break  # closed by its owner: the reader ends the connection
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                    except trio.ClosedResourceError:
+                        break  # closed or handed back by aclose(): the reader decides
+                    try:
+                        data = os.read(fd, RECEIVE_SIZE)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        break  # the reader reads again and sees the connection is lost
+                    if not data:
+                        break  # likewise for the peer's EOF
+                    protocol.receive_data(data)
                 events = protocol.events()
                 for index, (kind, value) in enumerate(events):
                     if kind == MESSAGE:
@@ -560,6 +563,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._backlog = None
                 keep_reading = await self._handle_events(events, index)
                 drained = True  # what a getter read was all used
+                continue
+            if protocol.more:
+                # A batch of frames from the last read is still unparsed:
+                # let others run between batches, then parse the next one.
+                await trio.lowlevel.checkpoint()
+                keep_reading = await self._handle_events(protocol.events(), 0)
                 continue
             if sock is not None:
                 # Read the socket directly, and go through trio only to wait

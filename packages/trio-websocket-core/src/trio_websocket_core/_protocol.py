@@ -25,6 +25,7 @@ from ._mask import SMALL, mask, new_key
 __all__ = [
     "CLOSE",
     "FAIL",
+    "FRAMES_PER_BATCH",
     "MESSAGE",
     "PING",
     "PONG",
@@ -59,6 +60,8 @@ _pack_long = struct.Struct("!BBQ").pack
 #: own, filled straight from the reads, rather than waiting in the receive
 #: buffer to be copied out (and unmasked) when it is whole.
 _DIRECT = 1 << 16
+#: Frames parsed by one call of events(): about a millisecond of work.
+FRAMES_PER_BATCH = 1024
 # Copies into a bytearray go through a memoryview: a bytearray's own slice
 # assignment first copies any other bytes-like source into a new bytearray.
 _utf8_decoder: Callable[[], codecs.IncrementalDecoder] = codecs.getincrementaldecoder("utf-8")
@@ -101,6 +104,7 @@ class FrameProtocol:
         "_pos",
         "_size",
         "client",
+        "more",
         "peer_close",
         "state",
     )
@@ -112,6 +116,8 @@ class FrameProtocol:
         #: The peer's (code, reason), once its close frame is parsed. Events
         #: before it may still be on their way to the user at that point.
         self.peer_close: tuple[int, str | None] | None = None
+        #: Set by events() when it stopped after a full batch of frames.
+        self.more = False
         self._deflate = deflate
         self._max_message_size = max_message_size
         # No frame longer than this can hold an acceptable message (UTF-8 takes
@@ -177,7 +183,13 @@ class FrameProtocol:
             self._pos = 0
 
     def events(self) -> list[Event]:
-        """Parse every complete frame received so far into events."""
+        """Parse complete frames received so far into events, at most a batch of them.
+
+        ``more`` is then True if complete frames may be left: call again
+        (after letting others run) before feeding more data. A batch bounds
+        the work one call does however small the peer's frames are.
+        """
+        self.more = False
         if self._done:
             return []
         fill = self._fill
@@ -203,9 +215,14 @@ class FrameProtocol:
         end = len(data)
         client = self.client
         need = 0
+        frames = 0
         while not self._done:
             if end - pos < 2:
                 break
+            if frames == FRAMES_PER_BATCH:
+                self.more = True
+                break
+            frames += 1
             first = data[pos]
             second = data[pos + 1]
             length = second & 0x7F

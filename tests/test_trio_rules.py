@@ -162,9 +162,17 @@ def blocking_payload(transport: str) -> bytes:
     return os.urandom(8 * 2**20 if transport == "tcp" else 100)
 
 
+WAITING_CALLS: dict[str, Callable[[WebSocketConnection], Awaitable[object]]] = {
+    "send_message": lambda ws: ws.send_message("cancelled while waiting its turn"),
+    "ping": lambda ws: ws.ping(b"cancelled"),
+    "pong": lambda ws: ws.pong(b"cancelled"),
+}
+
+
+@pytest.mark.parametrize("call", list(WAITING_CALLS))
 @pytest.mark.parametrize("transport", ["lockstep", "tcp"])
-async def test_a_send_cancelled_behind_a_blocked_write_sends_nothing(
-    open_pair: Opener, nursery: trio.Nursery, transport: str, compress: bool
+async def test_a_call_cancelled_behind_a_blocked_write_sends_nothing(
+    open_pair: Opener, nursery: trio.Nursery, transport: str, compress: bool, call: str
 ) -> None:
     ws, peer = await open_pair(transport, compress, max_message_size=2**24)
     blob = blocking_payload(transport)
@@ -175,7 +183,7 @@ async def test_a_send_cancelled_behind_a_blocked_write_sends_nothing(
             await trio.testing.wait_all_tasks_blocked()
             with trio.CancelScope() as scope:
                 inner.start_soon(_cancel_when_blocked, scope)
-                await ws.send_message("cancelled while waiting its turn")
+                await WAITING_CALLS[call](ws)
             outcome.append(scope.cancelled_caught)
             # Now the peer reads: it gets the blocked message whole, then only
             # what was sent after the cancellation, decoded correctly.
@@ -183,7 +191,7 @@ async def test_a_send_cancelled_behind_a_blocked_write_sends_nothing(
             assert outcome == [True]
             assert ws.closed is None
             inner.start_soon(ws.send_message, "after the cancellation " * 3)
-            assert await next_message(peer) == "after the cancellation " * 3
+            assert await peer.next_event() == TextMessage("after the cancellation " * 3)
 
 
 @pytest.mark.parametrize("transport", ["lockstep", "tcp"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ import trio.testing
 from wsproto import ConnectionType
 from wsproto.events import (
     AcceptConnection,
+    BytesMessage,
     CloseConnection,
     Message,
     Ping,
@@ -457,3 +459,93 @@ async def test_one_read_of_many_tiny_frames_lets_other_tasks_run(
     # the next, so two batches at most come between two of the watcher's turns.
     assert max(steps) <= 2 * FRAMES_PER_BATCH
     assert len(ws._inbox._items or ()) == count
+
+
+async def test_a_pong_is_owed_even_when_the_next_writer_gives_up(open_pair: Opener) -> None:
+    # A ping parsed while the writer role passes from a finished write to a
+    # queued send that then fails without writing: the pong must still go out.
+    # Which of the two runs first is the scheduler's choice, so try a few times.
+    for attempt in range(20):
+        ws, peer = await open_pair("lockstep", False)
+        ping = b"ping %d" % attempt
+        with trio.fail_after(LIMIT):
+            async with trio.open_nursery() as inner:
+                inner.start_soon(ws.send_message, b"first")  # blocks until the peer reads
+
+                async def doomed(ws: WebSocketConnection = ws) -> None:
+                    with pytest.raises(UnicodeEncodeError):
+                        await ws.send_message("\ud800")  # fails once it is its turn
+
+                inner.start_soon(doomed)
+                await trio.testing.wait_all_tasks_blocked()
+                peer.ws.receive_data(await peer.stream.receive_some())  # "first" is out
+                assert list(peer.ws.events()) == [BytesMessage(b"first")]
+                inner.start_soon(peer.stream.send_all, peer.ws.send(Ping(ping)))
+                assert await peer.next_event() == Pong(ping)
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_a_batch_of_pings_costs_one_pong(open_pair: Opener, transport: str) -> None:
+    # RFC 6455 5.5.3: answering only the latest ping is allowed, and a flood of
+    # pings then costs one write per batch instead of one per ping.
+    ws, peer = await open_pair(transport, False)
+    flood = b"".join(peer.ws.send(Ping(b"%d" % number)) for number in range(500))
+    await peer.stream.send_all(flood)
+    await peer.send(TextMessage("after the pings"))
+    with trio.fail_after(LIMIT):
+        pongs = []
+        while (event := await peer.next_event()) != TextMessage("after the pings"):
+            if isinstance(event, Pong):
+                pongs.append(event.payload)
+            if not pongs or pongs[-1] != b"499":
+                continue
+            await ws.send_message(await ws.get_message())  # echo the marker back
+    assert pongs[-1] == b"499"
+    assert len(pongs) <= 10  # one per read at most, not 500
+
+
+async def test_a_getter_never_reads_a_descriptor_its_owner_closed_meanwhile(
+    nursery: trio.Nursery,
+) -> None:
+    # The owner closes the stream in the same pass of the scheduler that wakes
+    # a getter reading the socket, and a new socket takes the number at once.
+    for _ in range(20):
+        ours, theirs = await stream_pair("tcp")
+        peer = RawPeer(theirs, ConnectionType.CLIENT)
+        await peer.send(Request(host="localhost", target="/"))
+        ws = await (await wrap_server_stream(nursery, ours)).accept()
+        assert isinstance(await peer.next_event(), AcceptConnection)
+        got: list[object] = []
+        answered = trio.Event()
+
+        async def getter(ws: WebSocketConnection = ws, got: list[object] = got,
+                         answered: trio.Event = answered) -> None:
+            assert await ws.get_message() == "hello"  # handed over: the reader stands aside
+            try:
+                got.append(await ws.get_message())  # asked at once: reads the socket itself
+            except ConnectionClosed as closed:
+                got.append(closed.reason.code)
+            answered.set()
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(getter)
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send(TextMessage("hello"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert isinstance(ours, trio.SocketStream)
+            assert isinstance(peer.stream, trio.SocketStream)
+            # The frame that wakes the getter, written without a checkpoint.
+            sender = socket.socket(fileno=peer.stream.socket.fileno())
+            sender.send(peer.ws.send(TextMessage("real")))
+            sender.detach()
+            await trio.lowlevel.checkpoint()  # the getter is woken in the next pass...
+            ours.socket.close()  # ...in which the owner closes its socket
+            first, second = trio.socket.socketpair()
+            with first, second:
+                stolen = peer.ws.send(TextMessage("stolen"))  # a frame a server would take
+                await first.send(stolen)
+                await second.send(stolen)
+                with trio.fail_after(LIMIT):
+                    await answered.wait()
+        assert got[0] in ("real", 1006)
+        await peer.stream.aclose()

@@ -73,6 +73,7 @@ CLOSE_EOF_TIMEOUT = 2.0
 RAW_SOCKET_IO = os.name == "posix" and os.environ.get("TRIO_WEBSOCKET_GENERIC_IO", "0") == "0"
 
 _READER_NAME = "trio_websocket reader"  # one string for every reader task
+_PONG_NAME = "trio_websocket pong"
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
@@ -90,8 +91,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     # Slots: thousands of idle connections are a normal load for a server.
     __slots__ = ("_backlog", "_broken", "_closed", "_getter_reading", "_handshake_headers",
-                 "_inbox", "_local", "_max_message_size", "_path", "_pending_pong", "_pings",
-                 "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
+                 "_inbox", "_local", "_max_message_size", "_nursery", "_path", "_pending_pong",
+                 "_pings", "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
                  "_reader_parked", "_reader_scope", "_remote", "_sock", "_stream", "_subprotocol",
                  "_unit_shift", "_writers", "_writing")
 
@@ -143,6 +144,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._backlog: tuple[list[Event], int] | None = None
         self._reader_finished = False
         self._reader_done: trio.Event | None = None  # made when someone waits for it
+        self._nursery = nursery
         nursery.start_soon(self._read_loop, name=_READER_NAME)
 
     # -- metadata -----------------------------------------------------------
@@ -272,6 +274,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
                         await trio.lowlevel.wait_readable(fd)
                     except trio.ClosedResourceError:
                         break  # closed or handed back by aclose(): the reader decides
+                    fd = sock.fileno()  # closed by its owner while this task was woken?
+                    if fd < 0:
+                        break
                     try:
                         data = os.read(fd, RECEIVE_SIZE)
                     except BlockingIOError:
@@ -465,10 +470,28 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise self._closed_error()
 
     def _release_writer(self) -> None:
-        """Hand the role to the next task in line, if any."""
+        """Hand the role to the next task in line, if any.
+
+        A pong is owed if a ping came while the role was held and the holder
+        left without writing (it failed, or was cancelled as it was handed
+        the role): with nobody next in line, a short task sends it.
+        """
         writers = self._writers
         if writers is None or not writers.unpark():
             self._writing = False
+            if self._pending_pong is not None and not self._broken:
+                self._nursery.start_soon(self._send_owed_pong, name=_PONG_NAME)
+
+    async def _send_owed_pong(self) -> None:
+        if self._writing or self._broken:
+            return  # the writer now holding the role sends it once its frame is out
+        self._writing = True
+        try:
+            await self._send_pending_pong()
+        except ConnectionClosed:
+            pass  # the write failed and aborted the connection
+        finally:
+            self._release_writer()
 
     async def _write(self, data: Frame) -> None:
         """Send all of ``data`` as the writer.
@@ -643,7 +666,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         return _SUCCEEDED
 
     async def _handle_events(self, events: list[Event], index: int) -> bool:
-        """Act on ``events[index:]`` in order; return False to stop reading."""
+        """Act on ``events[index:]`` in order; return False to stop reading.
+
+        Pings only note their payload: the latest is answered once, before
+        anything that may wait and at the end, so a batch of pings costs one
+        pong (RFC 6455 5.5.3 allows answering only the most recent).
+        """
         while index < len(events):
             kind, value = events[index]
             index += 1
@@ -657,9 +685,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     start = index - 1
                     while index < len(events) and events[index][0] == MESSAGE:
                         index += 1
+                    await self._answer_ping()
                     await self._inbox.put([message for _, message in events[start:index]])
             elif kind == PING:
-                await self._answer_ping(value)
+                state = self._protocol.state
+                if state is _OPEN or state is _REMOTE_CLOSING:  # not once our close is out
+                    self._pending_pong = value
             elif kind == PONG:
                 self._pings.acknowledge(value)
             elif kind == CLOSE:
@@ -674,21 +705,18 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 logger.debug("failing %s with %d: %s", self._remote, code, reason)
                 await self._start_close(code, reason)
                 return False  # no closing handshake: the transport is closed at once
+        await self._answer_ping()
         return True
 
-    async def _answer_ping(self, payload: bytes) -> None:
-        """Answer a ping now, or leave it to the write under way (never wait for one).
+    async def _answer_ping(self) -> None:
+        """Send the pong owed, or leave it to the write under way (never wait for one).
 
         Waiting behind a write blocked on the peer would stop reading, and a
         peer doing the same would never read what blocks us. Only the latest
-        unanswered ping gets its pong (RFC 6455 5.5.3), so a flood of pings
-        costs nothing while a write is blocked.
+        unanswered ping gets its pong, so a flood of pings costs nothing while
+        a write is blocked.
         """
-        state = self._protocol.state
-        if state is not _OPEN and state is not _REMOTE_CLOSING:
-            return  # our close frame is out: no more frames after it
-        self._pending_pong = payload
-        if not self._writing and not self._broken:
+        if self._pending_pong is not None and not self._writing and not self._broken:
             self._writing = True
             try:
                 await self._send_pending_pong()

@@ -485,23 +485,43 @@ async def test_a_pong_is_owed_even_when_the_next_writer_gives_up(open_pair: Open
 
 
 @pytest.mark.parametrize("transport", ["memory", "tcp"])
-async def test_a_batch_of_pings_costs_one_pong(open_pair: Opener, transport: str) -> None:
-    # RFC 6455 5.5.3: answering only the latest ping is allowed, and a flood of
-    # pings then costs one write per batch instead of one per ping.
+async def test_every_ping_is_answered_in_order(open_pair: Opener, transport: str) -> None:
+    # Autobahn 2.10 and 2.11 expect a pong for each ping, sent in a burst or apart.
+    _, peer = await open_pair(transport, False)
+    await peer.stream.send_all(b"".join(peer.ws.send(Ping(b"%d" % n)) for n in range(10)))
+    for n in range(10, 20):
+        await peer.send(Ping(b"%d" % n))
+    with trio.fail_after(LIMIT):
+        for n in range(20):
+            assert await peer.next_event() == Pong(b"%d" % n)
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_a_flood_of_pings_owes_a_bounded_number_of_pongs(
+    open_pair: Opener, transport: str
+) -> None:
+    # RFC 6455 5.5.3 lets older pings go unanswered; the most recent never is.
+    # So however many pings one read holds, at most MAX_OWED_PONGS answers are
+    # built and written, in one write.
+    from trio_websocket_core._connection import MAX_OWED_PONGS
+
     ws, peer = await open_pair(transport, False)
     flood = b"".join(peer.ws.send(Ping(b"%d" % number)) for number in range(500))
-    await peer.stream.send_all(flood)
-    await peer.send(TextMessage("after the pings"))
+    await peer.stream.send_all(flood + peer.ws.send(TextMessage("after the pings")))
+    pongs = []
     with trio.fail_after(LIMIT):
-        pongs = []
-        while (event := await peer.next_event()) != TextMessage("after the pings"):
-            if isinstance(event, Pong):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(lambda: _echo_once(ws))  # its echo ends the peer's reading
+            while isinstance(event := await peer.next_event(), Pong):
                 pongs.append(event.payload)
-            if not pongs or pongs[-1] != b"499":
-                continue
-            await ws.send_message(await ws.get_message())  # echo the marker back
+    assert event == TextMessage("after the pings")
     assert pongs[-1] == b"499"
-    assert len(pongs) <= 10  # one per read at most, not 500
+    assert len(pongs) <= 2 * MAX_OWED_PONGS  # a read may end mid-flood: two batches
+    assert pongs == sorted(pongs, key=int)  # in order
+
+
+async def _echo_once(ws: WebSocketConnection) -> None:
+    await ws.send_message(await ws.get_message())
 
 
 async def test_a_getter_never_reads_a_descriptor_its_owner_closed_meanwhile(
@@ -549,3 +569,92 @@ async def test_a_getter_never_reads_a_descriptor_its_owner_closed_meanwhile(
                     await answered.wait()
         assert got[0] in ("real", 1006)
         await peer.stream.aclose()
+
+
+@pytest.mark.parametrize("with_ping", [True, False], ids=["ping", "full queue"])
+async def test_batches_split_between_a_getter_and_the_reader_keep_order(
+    open_pair: Opener, with_ping: bool
+) -> None:
+    # One read holds three batches of frames. A getter that takes the first
+    # batch's message leaves the rest to the next get_message(), which may
+    # start parsing before the reader runs; whatever each of them parses, the
+    # messages must come out in the order they were sent.
+    from trio_websocket_core._protocol import FRAMES_PER_BATCH
+
+    for _ in range(20):
+        ws, peer = await open_pair("tcp", False)
+        await peer.send(BytesMessage(b"prime"))
+        assert await ws.get_message() == b"prime"  # handed over: the reader stands aside
+        filler = peer.ws.send(Pong(b""))
+        middle = [b"X", b"Y"] if with_ping else [b"X", b"Y1", b"Y2", b"Y"]
+        middle_frames = [peer.ws.send(BytesMessage(middle[0]))]
+        if with_ping:
+            middle_frames.append(peer.ws.send(Ping(b"between")))
+        middle_frames += [peer.ws.send(BytesMessage(text)) for text in middle[1:]]
+        burst = b"".join([
+            filler * (FRAMES_PER_BATCH - 1), peer.ws.send(BytesMessage(b"A")),
+            *middle_frames, filler * (FRAMES_PER_BATCH - len(middle_frames)),
+            peer.ws.send(BytesMessage(b"Z")),
+        ])
+        wanted = [b"A", *middle, b"Z"]
+        with trio.fail_after(LIMIT):
+            async with trio.open_nursery() as inner:
+                inner.start_soon(peer.stream.send_all, burst)
+                got = [await ws.get_message() for _ in wanted]  # back to back
+        assert got == wanted
+
+
+@pytest.mark.parametrize("ending", ["protocol error", "message too big"])
+async def test_a_ping_before_we_fail_the_connection_is_answered_first(
+    open_pair: Opener, ending: str
+) -> None:
+    _, peer = await open_pair("memory", False, max_message_size=10)
+    if ending == "protocol error":
+        bad, code = b"\x83\x80abcd", 1002  # a masked frame with a reserved opcode
+    else:
+        bad, code = peer.ws.send(TextMessage("far more than ten characters")), 1009
+    await peer.stream.send_all(peer.ws.send(Ping(b"first")) + bad)
+    with trio.fail_after(LIMIT):
+        assert await peer.next_event() == Pong(b"first")
+        close = await peer.next_event()
+    assert isinstance(close, CloseConnection) and close.code == code
+
+
+async def test_a_transport_fault_in_the_owed_pong_ends_that_connection_only(
+    nursery: trio.Nursery,
+) -> None:
+    # A custom stream whose send_all fails in a way trio's own streams never do.
+    from trio_websocket import WebSocketConnection
+    from trio_websocket_core.toolkit import FrameProtocol
+
+    class Failing(trio.abc.Stream):
+        def __init__(self, inner: trio.abc.Stream) -> None:
+            self.inner = inner
+
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            await trio.lowlevel.checkpoint()
+            raise OSError("this transport failed")
+
+        async def wait_send_all_might_not_block(self) -> None:
+            await trio.lowlevel.checkpoint()
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            return await self.inner.receive_some(max_bytes)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    ours, theirs = trio.testing.memory_stream_pair()
+    ws = WebSocketConnection(nursery, Failing(ours), FrameProtocol(client=False), path="/")
+    await trio.testing.wait_all_tasks_blocked()
+    # The state a race leaves (see test_a_pong_is_owed_even_when_the_next_writer_gives_up),
+    # set by hand: a ping was noted while a writer held the role, and the writer
+    # left without writing, so a short task sends the pong, and its write fails.
+    ws._writing = True
+    ws._owed_pongs = [b"owed"]
+    ws._release_writer()
+    with trio.fail_after(LIMIT):
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1006  # and the nursery carries on
+    await theirs.aclose()

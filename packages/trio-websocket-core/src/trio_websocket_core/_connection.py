@@ -10,8 +10,8 @@ writer, right before its bytes go out, so a send cancelled while it waits
 has changed nothing; once bytes may be on the wire, a failure or a
 cancellation aborts the connection, since the frame stream would be broken.
 Pings that arrive while a write is under way are answered by that writer
-when its frame is out (only the latest, as RFC 6455 5.5.3 allows), so the
-reader never waits for a slow peer to read.
+when its frame is out (at most the latest ``MAX_OWED_PONGS``, as RFC 6455
+5.5.3 allows), so the reader never waits for a slow peer to read.
 
 Fairness: calls that finish without waiting spend from the cooperative
 budget (``_budget``), which bounds how long any task runs them in a row.
@@ -51,6 +51,7 @@ __all__ = [
     "CLOSE_EOF_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MESSAGE_QUEUE_SIZE",
+    "MAX_OWED_PONGS",
     "RAW_SOCKET_IO",
     "RECEIVE_SIZE",
     "WebSocketConnection",
@@ -64,6 +65,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 2**20
 #: Seconds a client waits for the server to close TCP once the closing
 #: handshake is done (RFC 6455 7.1.1 lets it close TCP itself after a while).
 CLOSE_EOF_TIMEOUT = 2.0
+
+#: Pings answered at most per batch of frames, or while a write is blocked;
+#: older ones beyond this go unanswered (the most recent always is).
+MAX_OWED_PONGS = 32
 
 #: Whether plain TCP connections use the socket's descriptor directly. Only
 #: on POSIX, where a socket is a file descriptor that ``os.read`` and
@@ -91,7 +96,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     # Slots: thousands of idle connections are a normal load for a server.
     __slots__ = ("_backlog", "_broken", "_closed", "_getter_reading", "_handshake_headers",
-                 "_inbox", "_local", "_max_message_size", "_nursery", "_path", "_pending_pong",
+                 "_inbox", "_local", "_max_message_size", "_nursery", "_owed_pongs", "_path",
                  "_pings", "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
                  "_reader_parked", "_reader_scope", "_remote", "_sock", "_stream", "_subprotocol",
                  "_unit_shift", "_writers", "_writing")
@@ -127,7 +132,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # Writing: one task at a time holds the role; others park in line.
         self._writing = False
         self._writers: trio.lowlevel.ParkingLot | None = None  # made when one must wait
-        self._pending_pong: bytes | None = None  # the latest ping's payload, while writing
+        # Payloads of pings not answered yet, oldest first (None: none owed).
+        self._owed_pongs: list[bytes] | None = None
         self._broken = False  # nothing more can be written
         self._unit_shift = (UNIT_BYTES_COMPRESSED if protocol.compresses else UNIT_BYTES
                             ).bit_length() - 1
@@ -432,6 +438,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         await self._take_writer()
         try:
             if self._protocol.state is _OPEN and not self._broken:
+                await self._send_owed_pongs()  # pings that came before our close
                 await self._write(self._protocol.close(code, reason))
         finally:
             self._release_writer()
@@ -479,7 +486,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         writers = self._writers
         if writers is None or not writers.unpark():
             self._writing = False
-            if self._pending_pong is not None and not self._broken:
+            if self._owed_pongs is not None and not self._broken:
                 self._nursery.start_soon(self._send_owed_pong, name=_PONG_NAME)
 
     async def _send_owed_pong(self) -> None:
@@ -487,9 +494,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
             return  # the writer now holding the role sends it once its frame is out
         self._writing = True
         try:
-            await self._send_pending_pong()
+            await self._send_owed_pongs()
         except ConnectionClosed:
             pass  # the write failed and aborted the connection
+        except Exception:
+            logger.exception("pong to %s failed", self._remote)  # as the reader does
         finally:
             self._release_writer()
 
@@ -529,23 +538,24 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """After the writer's own frame is out: release its buffer, answer pings meanwhile."""
         if type(frame) is memoryview:  # a long frame's pooled buffer
             self._protocol.release(frame)
-        if self._pending_pong is None:
+        if self._owed_pongs is None:
             return
         try:
-            await self._send_pending_pong()
+            await self._send_owed_pongs()
         except (trio.Cancelled, ConnectionClosed):
             # The caller's own frame is out, so its call succeeded; the pong
             # behind it was cut short, which aborted the connection, and a
             # cancellation is raised again at the caller's next checkpoint.
             pass
 
-    async def _send_pending_pong(self) -> None:
-        """As the writer: answer the latest ping, unless our close frame is out."""
-        while self._pending_pong is not None:
-            payload, self._pending_pong = self._pending_pong, None
+    async def _send_owed_pongs(self) -> None:
+        """As the writer: answer the pings owed, in one write, unless our close frame is out."""
+        while self._owed_pongs is not None:
+            payloads, self._owed_pongs = self._owed_pongs, None
             state = self._protocol.state
             if state is _OPEN or state is _REMOTE_CLOSING:
-                await self._write(self._protocol.pong(payload))
+                pong = self._protocol.pong
+                await self._write(b"".join([pong(payload) for payload in payloads]))
 
     # -- reading ------------------------------------------------------------
 
@@ -586,6 +596,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._backlog = None
                 keep_reading = await self._handle_events(events, index)
                 drained = True  # what a getter read was all used
+                continue
+            if self._getter_reading:
+                await self._stand_aside()  # a getter parses (and reads) now
                 continue
             if protocol.more:
                 # A batch of frames from the last read is still unparsed:
@@ -668,9 +681,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _handle_events(self, events: list[Event], index: int) -> bool:
         """Act on ``events[index:]`` in order; return False to stop reading.
 
-        Pings only note their payload: the latest is answered once, before
-        anything that may wait and at the end, so a batch of pings costs one
-        pong (RFC 6455 5.5.3 allows answering only the most recent).
+        Pings only note their payload; the pongs owed go out in one write,
+        before anything that may wait and at the end, so a batch of pings
+        costs one write.
         """
         while index < len(events):
             kind, value = events[index]
@@ -690,7 +703,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
             elif kind == PING:
                 state = self._protocol.state
                 if state is _OPEN or state is _REMOTE_CLOSING:  # not once our close is out
-                    self._pending_pong = value
+                    owed = self._owed_pongs
+                    if owed is None:
+                        self._owed_pongs = [value]
+                    else:
+                        owed.append(value)
+                        if len(owed) > MAX_OWED_PONGS:
+                            del owed[0]  # RFC 6455 5.5.3: the most recent must be answered
             elif kind == PONG:
                 self._pings.acknowledge(value)
             elif kind == CLOSE:
@@ -709,17 +728,18 @@ class WebSocketConnection(trio.abc.AsyncResource):
         return True
 
     async def _answer_ping(self) -> None:
-        """Send the pong owed, or leave it to the write under way (never wait for one).
+        """Send the pongs owed, or leave them to the write under way (never wait for one).
 
         Waiting behind a write blocked on the peer would stop reading, and a
-        peer doing the same would never read what blocks us. Only the latest
-        unanswered ping gets its pong, so a flood of pings costs nothing while
-        a write is blocked.
+        peer doing the same would never read what blocks us. At most
+        ``MAX_OWED_PONGS`` are owed (the oldest are dropped, as RFC 6455 5.5.3
+        allows), so a flood of pings holds little memory while a write is
+        blocked and costs one write per batch of frames.
         """
-        if self._pending_pong is not None and not self._writing and not self._broken:
+        if self._owed_pongs is not None and not self._writing and not self._broken:
             self._writing = True
             try:
-                await self._send_pending_pong()
+                await self._send_owed_pongs()
             finally:
                 self._release_writer()
 
@@ -733,7 +753,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._inbox.close_put()
             await self._take_writer()
             try:
-                await self._send_pending_pong()
+                await self._send_owed_pongs()
                 if protocol.state is _REMOTE_CLOSING:
                     await self._write(protocol.close(code, reason))
             finally:

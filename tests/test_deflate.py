@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 import tracemalloc
 import zlib
 from typing import Any, ClassVar
@@ -38,6 +37,7 @@ from trio_websocket_core._mask import mask
 from trio_websocket_core._protocol import FAIL, MESSAGE, PING, TOO_BIG, Event, FrameProtocol
 
 from .conftest import RawPeer
+from .test_protocol import frame
 
 
 class CountingStream(trio.abc.Stream):
@@ -186,20 +186,27 @@ async def test_no_offer_from_a_client_without_compression() -> None:
     assert b"sec-websocket-extensions" not in request.lower()
 
 
-async def test_decompression_bomb_closes_with_1009_before_inflating(
-        nursery: trio.Nursery) -> None:
+async def wsproto_client(
+    nursery: trio.Nursery, extension: WsprotoDeflate | None = None,
+    wrap: Any = None, **options: Any,
+) -> tuple[WebSocketConnection, RawPeer, Any]:
+    """Our server over memory streams, and wsproto with its own deflate as the client.
+
+    Returns the connection, the peer (its stream wrapped by ``wrap`` if given)
+    and the peer's answer to the handshake.
+    """
     client_stream, server_stream = trio.testing.memory_stream_pair()
-    peer = RawPeer(client_stream)
-
-    async def serve() -> WebSocketConnection:
-        request = await wrap_server_stream(nursery, server_stream, max_message_size=2**20)
-        return await request.accept()
-
+    peer = RawPeer(wrap(client_stream) if wrap else client_stream)
     async with trio.open_nursery() as handshake:
         handshake.start_soon(peer.send, Request(host="x", target="/",
-                                                extensions=[WsprotoDeflate()]))
-        server = await serve()
-    await peer.next_event()  # the 101
+                                                extensions=[extension or WsprotoDeflate()]))
+        server = await (await wrap_server_stream(nursery, server_stream, **options)).accept()
+    return server, peer, await peer.next_event()
+
+
+async def test_decompression_bomb_closes_with_1009_before_inflating(
+        nursery: trio.Nursery) -> None:
+    server, peer, _ = await wsproto_client(nursery, max_message_size=2**20)
     # 256 MiB of zeros deflate to about 256 KiB; sent as one compressed message.
     compressor = zlib.compressobj(9, zlib.DEFLATED, -12)
     chunk = b"\0" * 2**24
@@ -210,7 +217,7 @@ async def test_decompression_bomb_closes_with_1009_before_inflating(
     header = bytes([0xC2, 0xFF]) + len(body).to_bytes(8, "big") + key
     tracemalloc.start()
     try:
-        await client_stream.send_all(header + masked)
+        await peer.stream.send_all(header + masked)
         with pytest.raises(ConnectionClosed) as caught:
             await server.get_message()
         _, peak = tracemalloc.get_traced_memory()
@@ -244,14 +251,7 @@ async def test_settings_are_validated() -> None:
 
 async def test_raw_peer_with_wsproto_compression_interoperates(nursery: trio.Nursery) -> None:
     # wsproto's own permessage-deflate as the client: an independent implementation.
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    peer = RawPeer(client_stream)
-    async with trio.open_nursery() as handshake:
-        handshake.start_soon(peer.send, Request(host="x", target="/",
-                                                extensions=[WsprotoDeflate()]))
-        request = await wrap_server_stream(nursery, server_stream)
-        server = await request.accept()
-    accepted = await peer.next_event()
+    server, peer, accepted = await wsproto_client(nursery)
     assert isinstance(accepted, AcceptConnection) and accepted.extensions
     await peer.send(TextMessage("compressed " * 50))
     assert await server.get_message() == "compressed " * 50
@@ -464,19 +464,6 @@ async def test_bad_extension_answer_is_a_handshake_error(
 
 # -- the frame layer with deflate, Sans-IO -----------------------------------
 
-def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0,
-          key: bytes | None = b"\x01\x02\x03\x04") -> bytes:
-    """A frame as a client (masked, the default) or a server (key=None) sends it."""
-    head = bytes([(0x80 if fin else 0) | rsv | opcode])
-    bit = 0x80 if key else 0
-    n = len(payload)
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += bytes([bit | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([bit | 127]) + struct.pack("!Q", n)
-    return head + key + mask(payload, key) if key else head + payload
 
 
 def feed(protocol: FrameProtocol, data: bytes) -> list[Event]:
@@ -801,17 +788,12 @@ async def exchange(ours: WebSocketConnection, peer: RawPeer, counter: CountingSt
 async def test_our_server_with_a_wsproto_client(nursery: trio.Nursery, setup: str) -> None:
     ours, theirs = SETUPS[setup]
     extension = WsprotoDeflate(**theirs)
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    counter = CountingStream(client_stream)
-    peer = RawPeer(counter)
-    async with trio.open_nursery() as handshake:
-        handshake.start_soon(peer.send, Request(host="x", target="/", extensions=[extension]))
-        request = await wrap_server_stream(nursery, server_stream, compression=ours)
-        server = await request.accept()
-    accepted = await peer.next_event()
+    server, peer, accepted = await wsproto_client(nursery, extension, wrap=CountingStream,
+                                                  compression=ours)
     assert isinstance(accepted, AcceptConnection)
     assert accepted.extensions == [extension] and extension.enabled()
-    await exchange(server, peer, counter)
+    assert isinstance(peer.stream, CountingStream)
+    await exchange(server, peer, peer.stream)
 
 
 @pytest.mark.parametrize("setup", sorted(SETUPS))
@@ -835,15 +817,8 @@ async def test_our_client_with_a_wsproto_server(nursery: trio.Nursery, setup: st
 
 
 async def test_corrupt_message_closes_the_connection_with_1007(nursery: trio.Nursery) -> None:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    peer = RawPeer(client_stream)
-    async with trio.open_nursery() as handshake:
-        handshake.start_soon(peer.send, Request(host="x", target="/",
-                                                extensions=[WsprotoDeflate()]))
-        request = await wrap_server_stream(nursery, server_stream)
-        server = await request.accept()
-    await peer.next_event()  # the 101
-    await client_stream.send_all(frame(0x1, b"\xff\xff\xff\xff\xff", rsv=RSV1))
+    server, peer, _ = await wsproto_client(nursery)
+    await peer.stream.send_all(frame(0x1, b"\xff\xff\xff\xff\xff", rsv=RSV1))
     with pytest.raises(ConnectionClosed) as caught:
         await server.get_message()
     assert caught.value.reason.code == 1007

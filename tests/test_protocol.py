@@ -298,3 +298,42 @@ def test_events_come_in_bounded_batches() -> None:
     rest = all_events(protocol)
     assert not protocol.more
     assert [value for _, value in first + rest] == [str(number) for number in range(count)]
+
+
+@pytest.mark.parametrize("announced", [4 * 2**20, 2**50])
+def test_memory_follows_the_bytes_received_not_the_length_announced(announced: int) -> None:
+    # A header announcing a long frame, and little behind it: what is held is
+    # about what arrived, however much was announced (even with no limit).
+    import tracemalloc
+
+    head = bytes([0x82, 0xFF]) + announced.to_bytes(8, "big") + b"\x01\x02\x03\x04"
+    protocol = FrameProtocol(client=False, max_message_size=float("inf"))
+    tracemalloc.start()
+    try:
+        protocol.receive_data(head + b"x" * 100)
+        assert protocol.events() == []
+        for _ in range(10):
+            protocol.receive_data(b"y" * 10000)
+            assert protocol.events() == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**18  # 100 KB arrived; 4 MiB or 1 PiB was announced
+
+
+def test_a_frame_filled_piece_by_piece_is_whole_when_it_arrives() -> None:
+    # Growing the buffer as pieces come must not lose or reorder a byte.
+    payload = os.urandom(3 * 2**20 + 17)
+    data = frame(0x2, payload) + frame(0x1, b"next")
+    protocol = FrameProtocol(client=False, max_message_size=2**22)
+    events = feed(protocol, data, step=7919)
+    assert events == [(MESSAGE, payload), (MESSAGE, "next")]
+
+
+def test_binary_frames_are_limited_to_the_message_size_text_frames_to_four_times() -> None:
+    binary = bytes([0x82, 0xFE]) + (2000).to_bytes(2, "big") + b"\x01\x02\x03\x04"
+    assert feed(FrameProtocol(client=False, max_message_size=500), binary) == [
+        (FAIL, (1009, "frame longer than any acceptable message"))]
+    text = frame(0x1, "é".encode() * 400)  # 800 bytes, 400 characters
+    assert feed(FrameProtocol(client=False, max_message_size=500), text) == [
+        (MESSAGE, "é" * 400)]

@@ -8,7 +8,7 @@ here stay mapped; idle connections hold none.
 
 from __future__ import annotations
 
-__all__ = ["give", "take"]
+__all__ = ["give", "reuse", "take"]
 
 _KEEP = 2  # buffers kept for reuse
 _LARGEST = 1 << 22  # bytes; a longer buffer is left to the allocator
@@ -23,6 +23,14 @@ def take(size: int) -> bytearray:
     except IndexError:
         return bytearray(size)
     return buffer if len(buffer) >= size else bytearray(size)
+
+
+def reuse(size: int) -> bytearray | None:
+    """A kept buffer of at least ``size`` bytes, or None: never allocates."""
+    for index, buffer in enumerate(_free):
+        if len(buffer) >= size:
+            return _free.pop(index)
+    return None
 
 
 def give(buffer: bytearray) -> None:

@@ -67,6 +67,14 @@ FRAMES_PER_BATCH = 1024
 _utf8_decoder: Callable[[], codecs.IncrementalDecoder] = codecs.getincrementaldecoder("utf-8")
 
 
+def _grown(buffer: bytearray, used: int, needed: int, limit: int) -> bytearray:
+    """A larger buffer with ``buffer[:used]`` copied in: doubled, to amortise the copies."""
+    grown = bytearray(min(limit, max(needed, 2 * len(buffer))))
+    memoryview(grown)[:used] = memoryview(buffer)[:used]
+    _buffers.give(buffer)
+    return grown
+
+
 class _ProtocolError(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
@@ -84,6 +92,7 @@ class FrameProtocol:
 
     __slots__ = (
         "_binary",
+        "_binary_frame_limit",
         "_data",
         "_decoder",
         "_deflate",
@@ -94,7 +103,6 @@ class FrameProtocol:
         "_fill_key",
         "_fill_size",
         "_filled",
-        "_frame_limit",
         "_max_message_size",
         "_need",
         "_opcode",
@@ -103,6 +111,7 @@ class FrameProtocol:
         "_pending_keys",
         "_pos",
         "_size",
+        "_text_frame_limit",
         "client",
         "more",
         "peer_close",
@@ -120,9 +129,12 @@ class FrameProtocol:
         self.more = False
         self._deflate = deflate
         self._max_message_size = max_message_size
-        # No frame longer than this can hold an acceptable message (UTF-8 takes
-        # up to 4 bytes a character; deflate may add a little to random data).
-        self._frame_limit = max_message_size * 4 + 1024
+        # No frame longer than these can hold an acceptable message: UTF-8
+        # takes up to 4 bytes a character, and deflate may make data it cannot
+        # shrink longer (zlib's bound for any settings is about 14% more).
+        expansion = 1.15 if self._deflate is not None else 1
+        self._text_frame_limit = max_message_size * 4 * expansion + 1024
+        self._binary_frame_limit = max_message_size * expansion + 1024
         # Receiving: _data[_pos:] is unparsed; a partial frame waits in _data
         # (a bytearray then) until it holds _need bytes.
         self._data: bytes | bytearray = b""
@@ -164,6 +176,9 @@ class FrameProtocol:
         if fill is not None:
             filled = self._filled
             room = self._fill_size - filled
+            arrived = filled + min(len(data), room)
+            if arrived > len(fill):  # grow with what arrived, never to what was announced
+                fill = self._fill = _grown(fill, filled, arrived, self._fill_size)
             if len(data) <= room:
                 memoryview(fill)[filled:filled + len(data)] = data
                 self._filled = filled + len(data)
@@ -252,7 +267,8 @@ class FrameProtocol:
                     raise _ProtocolError(1002, "control frame longer than 125 bytes")
                 if not first & 0x80:
                     raise _ProtocolError(1002, "fragmented control frame")
-            elif length > self._frame_limit:
+            elif length > (self._text_frame_limit
+                           if (opcode or self._opcode) == _TEXT else self._binary_frame_limit):
                 # Fail before buffering it: no message this long can fit.
                 raise _ProtocolError(1009, "frame longer than any acceptable message")
             total = header + length
@@ -327,7 +343,12 @@ class FrameProtocol:
 
     def _start_fill(self, first: int, data: bytes | bytearray, start: int, end: int,
                     length: int, masked: int) -> None:
-        fill = _buffers.take(length)
+        # Memory follows what the peer sent, not the length it announced: a
+        # pooled buffer that already holds the whole frame, else one for what
+        # has arrived (at least _DIRECT), grown as more comes (see _grown).
+        fill = _buffers.reuse(length)
+        if fill is None:
+            fill = bytearray(min(length, max(end - start, _DIRECT)))
         memoryview(fill)[:end - start] = memoryview(data)[start:end]
         self._fill = fill
         self._fill_size = length

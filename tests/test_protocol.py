@@ -337,3 +337,16 @@ def test_binary_frames_are_limited_to_the_message_size_text_frames_to_four_times
     text = frame(0x1, "é".encode() * 400)  # 800 bytes, 400 characters
     assert feed(FrameProtocol(client=False, max_message_size=500), text) == [
         (MESSAGE, "é" * 400)]
+
+
+def test_long_frames_arriving_in_pieces_keep_reusing_the_pool() -> None:
+    # Growing a buffer as a frame arrives must not fill the shared pool with
+    # the small buffers it outgrew: the next long frame then reuses a whole one.
+    from trio_websocket_core import _buffers
+
+    payload = os.urandom(2**20)
+    data = frame(0x2, payload)
+    protocol = FrameProtocol(client=False, max_message_size=2**21)
+    for _ in range(3):
+        assert feed(protocol, data, step=2**16) == [(MESSAGE, payload)]
+        assert max(len(buffer) for buffer in _buffers._free) >= 2**20

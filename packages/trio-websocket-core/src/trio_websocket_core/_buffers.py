@@ -18,11 +18,7 @@ _free: list[bytearray] = []
 
 def take(size: int) -> bytearray:
     """Return a buffer of at least ``size`` bytes (its contents are garbage)."""
-    try:
-        buffer = _free.pop()
-    except IndexError:
-        return bytearray(size)
-    return buffer if len(buffer) >= size else bytearray(size)
+    return reuse(size) or bytearray(size)
 
 
 def reuse(size: int) -> bytearray | None:
@@ -34,6 +30,16 @@ def reuse(size: int) -> bytearray | None:
 
 
 def give(buffer: bytearray) -> None:
-    """Hand back a buffer from :func:`take` that nothing refers to any more."""
-    if len(buffer) <= _LARGEST and len(_free) < _KEEP:
+    """Hand back a buffer from :func:`take` that nothing refers to any more.
+
+    The largest are kept: a small one must not push out one that long
+    frames can use.
+    """
+    if len(buffer) > _LARGEST:
+        return
+    if len(_free) < _KEEP:
         _free.append(buffer)
+        return
+    smallest = min(range(len(_free)), key=lambda index: len(_free[index]))
+    if len(_free[smallest]) < len(buffer):
+        _free[smallest] = buffer

@@ -71,8 +71,7 @@ def _grown(buffer: bytearray, used: int, needed: int, limit: int) -> bytearray:
     """A larger buffer with ``buffer[:used]`` copied in: doubled, to amortise the copies."""
     grown = bytearray(min(limit, max(needed, 2 * len(buffer))))
     memoryview(grown)[:used] = memoryview(buffer)[:used]
-    _buffers.give(buffer)
-    return grown
+    return grown  # the outgrown one goes back to the allocator, not the pool
 
 
 class _ProtocolError(Exception):
@@ -131,7 +130,8 @@ class FrameProtocol:
         self._max_message_size = max_message_size
         # No frame longer than these can hold an acceptable message: UTF-8
         # takes up to 4 bytes a character, and deflate may make data it cannot
-        # shrink longer (zlib's bound for any settings is about 14% more).
+        # shrink longer (zlib's bound for any settings is about 14% more, with
+        # one flush per frame; a peer flushing far more often may exceed it).
         expansion = 1.15 if self._deflate is not None else 1
         self._text_frame_limit = max_message_size * 4 * expansion + 1024
         self._binary_frame_limit = max_message_size * expansion + 1024

@@ -46,7 +46,7 @@ from trio_websocket import (
 )
 from trio_websocket_core._budget import BUDGET
 
-from .conftest import HOST, RawPeer
+from .conftest import HOST, RawPeer, client_and_raw_server
 
 LIMIT = 10  # seconds: a hang must fail, not stall the suite
 TRANSPORTS = ["memory", "lockstep", "tcp"]
@@ -337,17 +337,8 @@ async def test_a_stream_closed_by_its_owner_ends_in_1006(
 
 
 async def test_a_client_stream_closed_by_its_owner_ends_in_1006(nursery: trio.Nursery) -> None:
-    from trio_websocket import wrap_client_stream
-
     ours, theirs = await stream_pair("tcp")
-    peer = RawPeer(theirs, ConnectionType.SERVER)
-
-    async def answer() -> None:
-        await peer.next_event()
-        await peer.send(AcceptConnection())
-
-    nursery.start_soon(answer)
-    ws = await wrap_client_stream(nursery, ours, "localhost", "/")
+    ws, peer = await client_and_raw_server(nursery, (ours, theirs))
     await trio.testing.wait_all_tasks_blocked()
     await ours.aclose()
     with trio.fail_after(LIMIT):

@@ -335,7 +335,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
             # The compressor moves on only here, with the write certain to follow.
             frame = protocol.message(message)
             await self._write(frame)
-            await self._answer_pings_after(frame)
+            if type(frame) is memoryview:  # a long frame's pooled buffer
+                protocol.release(frame)
+            if self._owed_pongs is not None:
+                await self._send_pongs_behind()
         finally:
             self._release_writer()
 
@@ -387,7 +390,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 raise ConnectionClosed(closing)
             frame = build(payload)
             await self._write(frame)
-            await self._answer_pings_after(frame)
+            if type(frame) is memoryview:  # a long frame's pooled buffer
+                self._protocol.release(frame)
+            if self._owed_pongs is not None:
+                await self._send_pongs_behind()
         finally:
             self._release_writer()
 
@@ -487,9 +493,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if writers is None or not writers.unpark():
             self._writing = False
             if self._owed_pongs is not None and not self._broken:
-                self._nursery.start_soon(self._send_owed_pong, name=_PONG_NAME)
+                self._nursery.start_soon(self._owed_pongs_task, name=_PONG_NAME)
 
-    async def _send_owed_pong(self) -> None:
+    async def _owed_pongs_task(self) -> None:
         if self._writing or self._broken:
             return  # the writer now holding the role sends it once its frame is out
         self._writing = True
@@ -534,12 +540,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 raise self._closed_error() from exc
             raise
 
-    async def _answer_pings_after(self, frame: Frame) -> None:
-        """After the writer's own frame is out: release its buffer, answer pings meanwhile."""
-        if type(frame) is memoryview:  # a long frame's pooled buffer
-            self._protocol.release(frame)
-        if self._owed_pongs is None:
-            return
+    async def _send_pongs_behind(self) -> None:
+        """After the writer's own frame is out: answer the pings that came meanwhile."""
         try:
             await self._send_owed_pongs()
         except (trio.Cancelled, ConnectionClosed):

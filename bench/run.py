@@ -96,8 +96,13 @@ def python_for(name: str) -> str:
 
 
 def start_server(python: str, script: str, max_size: int) -> tuple[subprocess.Popen[str], str]:
+    # websockets 14+ gives up on a message of more than 4,096 fragments
+    # (TooManyFragments), which fails Autobahn 9.3.x/9.4.x early and so looks
+    # fast; lifted here (its documented variable) so every library does the same work.
+    env = {**os.environ, "WEBSOCKETS_MAX_FRAGMENTS": str(2**20)}
     server = subprocess.Popen([python, str(PEERS / script), "server", str(max_size)],
-                              stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+                              stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
+                              env=env)
     assert server.stdout is not None
     line = server.stdout.readline()
     if not line.startswith("PORT"):

@@ -321,6 +321,41 @@ def test_memory_follows_the_bytes_received_not_the_length_announced(announced: i
     assert peak < 2**18  # 100 KB arrived; 4 MiB or 1 PiB was announced
 
 
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "deflate"])
+def test_a_message_in_one_character_fragments_costs_about_its_own_size(compressed: bool) -> None:
+    # Issue #12 point 3: an object kept per fragment (a str for each
+    # non-ASCII character) cost some 60 bytes a fragment. What is held for a
+    # message in progress must stay a small multiple of the message.
+    import tracemalloc
+    import zlib
+
+    from trio_websocket_core._deflate import Deflate
+
+    text = "".join(chr(0x4E00 + i % 5000) for i in range(50_000))  # 150 KB of UTF-8
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    frames = []
+    for index, character in enumerate(text):
+        data = character.encode()
+        if compressed:
+            data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        last = index == len(text) - 1
+        if compressed and last:
+            data = data.removesuffix(b"\x00\x00\xff\xff")
+        frames.append(frame(0x1 if index == 0 else 0x0, data, fin=last,
+                            rsv=0x40 if compressed and index == 0 else 0))
+    wire = b"".join(frames)
+    protocol = FrameProtocol(client=False, deflate=Deflate(False) if compressed else None,
+                             max_message_size=2**20)
+    tracemalloc.start()
+    try:
+        events = feed(protocol, wire, step=65536)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert events == [(MESSAGE, text)]
+    assert peak < 6 * len(text.encode())  # a str per fragment: over 20 times
+
+
 def test_a_frame_filled_piece_by_piece_is_whole_when_it_arrives() -> None:
     # Growing the buffer as pieces come must not lose or reorder a byte.
     payload = os.urandom(3 * 2**20 + 17)

@@ -90,7 +90,6 @@ class FrameProtocol:
     """
 
     __slots__ = (
-        "_binary",
         "_binary_frame_limit",
         "_data",
         "_decoder",
@@ -103,9 +102,9 @@ class FrameProtocol:
         "_fill_size",
         "_filled",
         "_max_message_size",
+        "_message",
         "_need",
         "_opcode",
-        "_parts",
         "_pending",
         "_pending_keys",
         "_pos",
@@ -152,8 +151,11 @@ class FrameProtocol:
         self._discarding = False  # after TOO_BIG, data frames are dropped
         # The message being reassembled.
         self._opcode = 0  # _TEXT or _BINARY while a fragmented message is open
-        self._parts: list[str] = []  # a text message's decoded fragments
-        self._binary: bytearray | None = None  # a binary message's fragments, joined
+        # The fragments so far, joined as they came: no object per fragment,
+        # so a run of 1-character fragments costs what it sends. Text is kept
+        # as UTF-8 (checked fragment by fragment as it comes, for the size in
+        # characters and to fail fast) and decoded once at the end.
+        self._message: bytearray | None = None
         # Small masked fragments still masked, and the key stream that unmasks
         # them, while a run of them lasts (see _parse).
         self._pending: bytearray | None = None
@@ -429,39 +431,32 @@ class FrameProtocol:
             events.append((MESSAGE, message))
 
     def _add_fragment(self, payload: Frame, fin: bool, events: list[Event]) -> None:
-        message: str | bytes
-        if self._opcode == _TEXT:
+        text = self._opcode == _TEXT
+        if text:
             if self._decoder is None:
                 self._decoder = _utf8_decoder()
             try:
-                chunk = self._decoder.decode(payload, fin)
+                self._size += len(self._decoder.decode(payload, fin))
             except UnicodeDecodeError:
                 raise _ProtocolError(1007, "text message is not valid UTF-8") from None
-            self._size += len(chunk)
-            self._parts.append(chunk)
+        if self._message is None:
+            self._message = bytearray(payload)
         else:
-            # Binary fragments go straight into one buffer: no object per fragment.
-            if self._binary is None:
-                self._binary = bytearray(payload)
-            else:
-                self._binary += payload
-            self._size = len(self._binary)
+            self._message += payload
+        if not text:
+            self._size = len(self._message)
         if self._size > self._max_message_size:
             self._message_too_big(events)
             self._opcode = 0 if fin else self._opcode
             return
         if fin:
-            if self._binary is not None:
-                message = bytes(self._binary)
-            else:
-                message = "".join(self._parts)
+            whole = self._message
             self._reset_message()
-            events.append((MESSAGE, message))
+            events.append((MESSAGE, whole.decode() if text else bytes(whole)))
 
     def _reset_message(self) -> None:
         self._opcode = 0
-        self._parts = []
-        self._binary = None
+        self._message = None
         self._pending = None
         self._size = 0
         self._decoder = None

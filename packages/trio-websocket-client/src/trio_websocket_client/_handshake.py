@@ -130,16 +130,18 @@ async def _rejection_body(
     """Collect a rejection's body, up to ``limit`` bytes or until the stream ends."""
     body = bytearray()
     while True:
-        if data:
-            try:
+        # Events first, even with no new data: an empty body (Content-Length: 0)
+        # already ended with the head, and the server may keep the connection open.
+        try:
+            if data:
                 ws.receive_data(bytes(data))
-                for event in ws.events():
-                    if isinstance(event, RejectData):
-                        body += event.data
-                        if event.body_finished:
-                            return bytes(body)
-            except RemoteProtocolError:
-                return bytes(body)
+            for event in ws.events():
+                if isinstance(event, RejectData):
+                    body += event.data
+                    if event.body_finished:
+                        return bytes(body)
+        except RemoteProtocolError:
+            return bytes(body)
         if len(body) >= limit:
             return bytes(body)
         try:

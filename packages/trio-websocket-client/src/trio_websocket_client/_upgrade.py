@@ -89,10 +89,14 @@ def check_accept(head: bytes, key: bytes, subprotocols: list[str],
     try:
         for name, value in header_fields(head):
             if name == b"connection":
-                connection_tokens = split_comma_header(value)
+                # A list header may come as several lines (RFC 9110 5.3): all of them count.
+                connection_tokens = [*(connection_tokens or ()), *split_comma_header(value)]
             elif name == b"sec-websocket-extensions":
                 accepts.extend(split_comma_header(value))
             elif name == b"sec-websocket-accept":
+                if accept is not None:  # RFC 6455 11.3.3: at most once
+                    raise HandshakeError("invalid handshake response: repeated "
+                                         "Sec-WebSocket-Accept")
                 accept = value
             elif name == b"sec-websocket-protocol":
                 subprotocol = value.decode("ascii")

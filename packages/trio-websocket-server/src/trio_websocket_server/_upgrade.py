@@ -10,6 +10,8 @@ negotiated by our own _deflate.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http
 from collections.abc import Sequence
 
@@ -47,6 +49,14 @@ class UpgradeRequest:
         self.extensions = extensions  # the client's offers, one string each
 
 
+def _is_key(key: bytes) -> bool:
+    """Whether ``key`` is base64 of 16 bytes, as RFC 6455 4.2.1 requires of a request."""
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
+
+
 def parse_request(head: bytes) -> UpgradeRequest:
     """Check an HTTP request head (through its blank line) as an upgrade to WebSocket.
 
@@ -72,19 +82,26 @@ def parse_request(head: bytes) -> UpgradeRequest:
         raise BadRequest(str(exc)) from None
     for name, value in fields:
         if name == b"connection":
-            connection_tokens = split_comma_header(value)
+            # A list header may come as several lines (RFC 9110 5.3): all of them count.
+            connection_tokens = [*(connection_tokens or ()), *split_comma_header(value)]
         elif name == b"host":
+            if host is not None:  # RFC 9112 3.2: answer 400
+                raise BadRequest("repeated header 'Host'")
             host = value.decode("idna")
             continue
         elif name == b"sec-websocket-extensions":
             extensions.extend(split_comma_header(value))
             continue
         elif name == b"sec-websocket-key":
+            if key is not None:  # RFC 6455 11.3.1: at most once
+                raise BadRequest("repeated header 'Sec-WebSocket-Key'")
             key = value
         elif name == b"sec-websocket-protocol":
             subprotocols.extend(split_comma_header(value))
             continue
         elif name == b"sec-websocket-version":
+            if version is not None:  # RFC 6455 4.1: one version
+                raise BadRequest("repeated header 'Sec-WebSocket-Version'")
             version = value
         elif name == b"upgrade":
             upgrade = value
@@ -98,6 +115,8 @@ def parse_request(head: bytes) -> UpgradeRequest:
                          [(b"Sec-WebSocket-Version", b"13")])
     if key is None:
         raise BadRequest("Missing header, 'Sec-WebSocket-Key'")
+    if not _is_key(key):
+        raise BadRequest("Sec-WebSocket-Key is not 16 bytes in base64")
     if upgrade.lower() != b"websocket":
         raise BadRequest("Missing header, 'Upgrade: websocket'")
     if host is None:

@@ -1,10 +1,19 @@
-"""Shared fixtures: an echo server on loopback, an in-memory listener, a hand-driven peer."""
+"""Shared fixtures: an echo server on loopback, an in-memory listener, a hand-driven peer,
+and a check after every test that it left no descriptor, thread or stranded task behind."""
 
 from __future__ import annotations
 
+import functools
+import gc
+import inspect
 import math
+import os
+import stat
+import sys
+import threading
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +30,7 @@ from trio_websocket import (
     serve_websocket,
     wrap_client_stream,
 )
+from trio_websocket_core._connection import CLOSE_EOF_TIMEOUT
 
 HOST = "127.0.0.1"
 
@@ -120,3 +130,188 @@ def memory_server(nursery: trio.Nursery) -> Any:
         return listener
 
     return start
+
+
+# -- the leak check run after every test ---------------------------------------
+
+#: Where the process's open descriptors are listed; None where neither exists
+#: (Windows, a BSD without fdescfs mounted): the descriptor check is skipped there.
+_FD_DIR = next((path for path in ("/proc/self/fd", "/dev/fd") if os.path.isdir(path)), None)
+#: Scheduler passes a trio test may take, after its body returns, for tasks that
+#: are ending anyway (an aborted reader closing its stream) to end.
+SETTLE_PASSES = 100
+#: Seconds a thread the test started may take to end, or go back to trio's cache.
+THREAD_GRACE = 2.0
+
+
+def open_descriptors() -> dict[int, tuple[int, int]]:
+    """The open descriptors, each with the (device, inode) it refers to.
+
+    The identity makes a descriptor closed and reopened under the same number
+    count as new. Empty where the descriptors cannot be listed.
+    """
+    if _FD_DIR is None:
+        return {}
+    found = {}
+    for name in os.listdir(_FD_DIR):
+        try:
+            status = os.fstat(int(name))
+        except (OSError, ValueError):
+            continue  # the listing's own descriptor, closed by now
+        found[int(name)] = (status.st_dev, status.st_ino)
+    return found
+
+
+def _describe_descriptor(fd: int) -> str:
+    try:
+        return f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}"
+    except OSError:
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            return f"{fd} (closed meanwhile)"
+        kind = "socket" if stat.S_ISSOCK(mode) else "pipe" if stat.S_ISFIFO(mode) else "file"
+        return f"{fd} ({kind})"
+
+
+def _is_idle_trio_worker(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is one of trio's cached worker threads, waiting for a job.
+
+    trio keeps finished ``to_thread`` workers for reuse (they exit after ten idle
+    seconds): one is idle when its innermost Python frame is the cache's wait
+    loop, rather than a job it runs.
+    """
+    frame = sys._current_frames().get(thread.ident or -1)
+    return (frame is not None and frame.f_code.co_name == "_work"
+            and frame.f_globals.get("__name__") == "trio._core._thread_cache")
+
+
+def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate()
+            if thread not in before and thread.is_alive() and not _is_idle_trio_worker(thread)]
+
+
+def _all_tasks() -> Iterator[trio.lowlevel.Task]:
+    root = trio.lowlevel.current_root_task()
+    stack = [root] if root is not None else []
+    while stack:
+        task = stack.pop()
+        yield task
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+
+
+_READ_LOOP = WebSocketConnection._read_loop.__code__
+
+
+def _stranded_tasks() -> list[str]:
+    """What the task check finds wrong now (see ``no_leaks``), one line each."""
+    me = trio.lowlevel.current_task()
+    readers: dict[WebSocketConnection, trio.lowlevel.Task] = {}
+    callers: list[tuple[trio.lowlevel.Task, WebSocketConnection, str]] = []
+    for task in _all_tasks():
+        if task is me:
+            continue
+        if getattr(task.coro, "cr_code", None) is _READ_LOOP:
+            readers[task.coro.cr_frame.f_locals["self"]] = task  # type: ignore[attr-defined]
+            continue
+        for frame, _ in task.iter_await_frames():
+            ws = frame.f_locals.get("self")
+            if (isinstance(ws, WebSocketConnection)
+                    and frame.f_globals.get("__name__", "").startswith("trio_websocket")):
+                code = frame.f_code
+                callers.append((task, ws, getattr(code, "co_qualname", code.co_name)))
+                break
+    problems = [f"task {task.name!r} waits in {where}() on {ws!r}, whose reader has ended"
+                for task, ws, where in callers if ws not in readers]
+    now = trio.current_time()
+    for ws in readers:
+        reason = ws.closed
+        if reason is None:
+            continue  # open: the test may leave it to its nursery
+        if reason.code == 1006:
+            problems.append(f"the reader of {ws!r} outlives its abort")
+        elif ws._protocol.state.name == "CLOSED":
+            if ws.is_server:
+                problems.append(f"the reader of {ws!r} outlives the closing handshake")
+            elif ws._reader_scope.deadline > now + CLOSE_EOF_TIMEOUT:
+                problems.append(f"the reader of {ws!r} waits for EOF past CLOSE_EOF_TIMEOUT")
+    return problems
+
+
+async def _assert_no_stranded_tasks() -> None:
+    problems = _stranded_tasks()
+    for _ in range(SETTLE_PASSES):
+        if not problems:
+            return
+        await trio.lowlevel.checkpoint()
+        problems = _stranded_tasks()
+    if problems:
+        pytest.fail("stranded tasks at the end of the test:\n  " + "\n  ".join(problems),
+                    pytrace=False)
+
+
+def _check_tasks_after_the_body(item: pytest.Item) -> Callable[[], None] | None:
+    """Make a trio test run the task check once its body returns; give back the undo."""
+    original = getattr(item, "obj", None)
+    if (item.get_closest_marker("trio") is None or not inspect.iscoroutinefunction(original)
+            or hasattr(original, "hypothesis")):  # pytest-trio runs those by another path
+        return None
+
+    @functools.wraps(original)
+    async def checked(*args: Any, **kwargs: Any) -> None:
+        await original(*args, **kwargs)
+        await _assert_no_stranded_tasks()
+
+    item.obj = checked  # type: ignore[attr-defined]
+    return lambda: setattr(item, "obj", original)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a descriptor, a thread or a stranded task behind.
+
+    - Descriptors: every descriptor open after the test and all its fixtures'
+      teardown was open before it, as the same object (device and inode, so a
+      number closed and reused counts as new). A garbage collection runs before
+      blaming one, so only what is still referenced counts. Listed from
+      /proc/self/fd or /dev/fd; where neither exists this part is skipped.
+    - Threads: every thread started during the test has ended, or is an idle
+      worker back in trio's thread cache (which trio keeps for reuse), within
+      THREAD_GRACE seconds.
+    - Tasks (trio tests): when the test body returns, before pytest-trio tears
+      the fixtures down (and its ``nursery`` fixture silently cancels whatever
+      still runs), after at most SETTLE_PASSES scheduler passes for tasks that
+      are ending anyway: no task waits inside a WebSocketConnection method (a
+      get, send, ping, aclose, or the library's own pong task) of a connection
+      whose reader task has ended, since nothing could ever wake it; and no
+      reader task outlives its connection's close: not once it was aborted or
+      lost (1006), not on a server once the closing handshake is complete, and
+      on a client then only for the documented CLOSE_EOF_TIMEOUT. A connection
+      still open, or waiting for the peer to answer its close frame, is not a
+      leak: that wait is the caller's to bound. The check runs in the test's
+      own trio run, appended to the test function pytest-trio calls (not for
+      Hypothesis tests, which pytest-trio runs another way), and walks every
+      task from trio's root task with ``Task.iter_await_frames()``.
+    """
+    descriptors = open_descriptors()
+    threads = set(threading.enumerate())
+    undo = _check_tasks_after_the_body(request.node)
+    yield
+    if undo is not None:
+        undo()
+    deadline = time.monotonic() + THREAD_GRACE
+    while (alive := _new_threads(threads)) and time.monotonic() < deadline:
+        alive[0].join(0.05)
+    if alive:
+        pytest.fail(f"threads left running: {[thread.name for thread in alive]}", pytrace=False)
+    if _FD_DIR is not None:
+        leaked = [fd for fd, identity in open_descriptors().items()
+                  if descriptors.get(fd) != identity]
+        if leaked:
+            gc.collect()  # an unreachable socket is closed here (and warns)
+            now = open_descriptors()
+            leaked = [fd for fd in leaked if fd in now and descriptors.get(fd) != now[fd]]
+        if leaked:
+            pytest.fail("descriptors left open: "
+                        + ", ".join(_describe_descriptor(fd) for fd in leaked), pytrace=False)

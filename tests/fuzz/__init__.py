@@ -1,0 +1,1 @@
+"""Fuzzing: hypothesis properties and atheris targets for the parsers (docs/fuzzing.md)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tracemalloc
@@ -25,6 +26,7 @@ from wsproto.utilities import generate_accept_token
 
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     HandshakeError,
     PerMessageDeflate,
     WebSocketConnection,
@@ -94,13 +96,14 @@ async def wire_cost(client: WebSocketConnection, server: WebSocketConnection,
     return counter.sent - before
 
 
-async def server_answer(offer: str, server: PerMessageDeflate | None = DEFAULT_COMPRESSION
-                        ) -> str | None:
+async def server_answer(offer: str, server: PerMessageDeflate | None = DEFAULT_COMPRESSION,
+                        max_message_size: float = 2**20) -> str | None:
     """The Sec-WebSocket-Extensions header our server answers an offer with."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         async def serve() -> None:
-            request = await wrap_server_stream(nursery, server_stream, compression=server)
+            request = await wrap_server_stream(nursery, server_stream, compression=server,
+                                               max_message_size=max_message_size)
             await request.accept()
 
         nursery.start_soon(serve)
@@ -142,6 +145,33 @@ async def test_either_side_can_turn_it_off(nursery: trio.Nursery) -> None:
     for client_side, server_side in ((None, PerMessageDeflate()), (PerMessageDeflate(), None)):
         client, server, counter = await open_pair(nursery, client_side, server_side)
         assert await wire_cost(client, server, counter, "z" * 10000) > 10000
+
+
+async def test_no_size_limit_means_no_compression(nursery: trio.Nursery) -> None:
+    # With max_message_size=inf nothing would bound what a compressed message
+    # inflates to (about 1,000 to 1): neither side agrees to compress then.
+    client, server, counter = await open_pair(nursery, PerMessageDeflate(), PerMessageDeflate(),
+                                              max_message_size=math.inf)
+    assert await wire_cost(client, server, counter, "z" * 10000) > 10000
+    for limit, offered in ((math.inf, False), (2**20, True)):
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        heads: list[bytes] = []
+
+        async def refuse(stream: trio.abc.Stream = server_stream,
+                         heads: list[bytes] = heads) -> None:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some()
+            heads.append(head)
+            await stream.send_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+        nursery.start_soon(refuse)
+        with pytest.raises(ConnectionRejected):
+            await wrap_client_stream(nursery, client_stream, "localhost", "/",
+                                     max_message_size=limit)
+        assert (b"permessage-deflate" in heads[0].lower()) == offered
+    assert await server_answer("permessage-deflate") is not None
+    assert await server_answer("permessage-deflate", max_message_size=math.inf) is None
 
 
 async def test_server_answers_within_its_own_limits() -> None:

@@ -356,6 +356,51 @@ def test_a_message_in_one_character_fragments_costs_about_its_own_size(compresse
     assert peak < 6 * len(text.encode())  # a str per fragment: over 20 times
 
 
+def test_a_batch_ends_once_its_messages_hold_bytes_per_batch() -> None:
+    # Compressed messages can be a thousand times the bytes read: one read of
+    # them must not all be inflated before a full queue can stop the reader.
+    import zlib
+
+    from trio_websocket_core._deflate import Deflate
+    from trio_websocket_core._protocol import BYTES_PER_BATCH
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = b""
+    for _ in range(20):
+        payload = compressor.compress(bytes(2**20)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        data += frame(0x2, payload.removesuffix(b"\x00\x00\xff\xff"), rsv=0x40)
+    assert len(data) < 30_000
+    protocol = FrameProtocol(client=False, deflate=Deflate(False), max_message_size=2**20)
+    protocol.receive_data(data)
+    batches = []
+    while True:
+        events = protocol.events()
+        batches.append(events)
+        assert sum(len(value) for _, value in events) <= BYTES_PER_BATCH + 2**20
+        if not protocol.more:
+            break
+    assert [value for batch in batches for _, value in batch] == [bytes(2**20)] * 20
+
+
+def test_a_run_of_small_fragments_leaves_nothing_behind() -> None:
+    # The key stream kept beside a run of small masked fragments goes with it.
+    import tracemalloc
+
+    piece = b"b" * 500  # under SMALL: such fragments wait masked, in runs
+    data = frame(0x2, b"a", fin=False) + b"".join(frame(0x0, piece, fin=False)
+                                                  for _ in range(2_000))
+    data += frame(0x0, b"c")
+    protocol = FrameProtocol(client=False, max_message_size=2**21)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        assert feed(protocol, data) == [(MESSAGE, b"a" + piece * 2_000 + b"c")]
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 4096  # a run's key stream was kept: up to 1,024 x 500 bytes
+
+
 def test_a_frame_filled_piece_by_piece_is_whole_when_it_arrives() -> None:
     # Growing the buffer as pieces come must not lose or reorder a byte.
     payload = os.urandom(3 * 2**20 + 17)

@@ -374,3 +374,38 @@ async def test_pings_to_a_server_blocked_on_a_peer_that_does_not_read_stay_bound
             growth = after["peak"] - before["rss"]
             assert growth < 32 * KIB, f"{growth} KiB for an 8 MiB echo and 32 MiB of pings"
             await echo(port)
+
+
+async def test_one_read_of_compressed_messages_is_not_all_inflated_at_once() -> None:
+    """A read's worth of compressed messages (61 KiB: 60 messages of 1 MiB each) to a
+    server whose handler is blocked echoing to the attacker, who does not read.
+
+    The parser ends a batch once it holds BYTES_PER_BATCH of messages, so the
+    full queue stops the reader after about three messages: the one being
+    echoed, the queued one and the one in hand. Bound: 8 MiB a connection,
+    where inflating the whole read cost 60 MiB each.
+    """
+    attackers = 6
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    frames = []
+    while sum(map(len, frames)) < 60 * KIB:
+        data = compressor.compress(bytes(MIB)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        frames.append(frame(BINARY, data.removesuffix(b"\x00\x00\xff\xff"), rsv1=True))
+    wire = b"".join(frames)
+    with trio.fail_after(LIMIT):
+        async with attack_server() as port:
+            await echo(port)
+            before = await memory(port, reset=True)
+            async with other_client(port):
+                streams = []
+                for _ in range(attackers):
+                    stream = await upgrade(port, "permessage-deflate", receive_buffer=64 * KIB)
+                    await stream.send_all(wire)
+                    streams.append(stream)
+                after = await memory(port)
+                for stream in streams:
+                    await stream.aclose()
+            growth = after["peak"] - before["rss"]
+            assert growth < attackers * 8 * KIB, \
+                f"{growth} KiB for {attackers} x {len(frames)} messages in {len(wire) // KIB} KiB"
+            await echo(port)

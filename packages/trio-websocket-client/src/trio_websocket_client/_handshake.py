@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 
 import trio
@@ -57,13 +58,18 @@ async def wrap_client_stream(
 
     ``host`` goes into the ``Host`` header as given; ``resource`` is the
     path (and query) requested. ``compression`` is offered to the server
-    (``None``: no offer). The connection's reader task runs in
+    (``None``, or ``max_message_size=math.inf``: no offer). The connection's reader task runs in
     ``nursery``. On any failure the stream is closed.
 
     :raises ConnectionRejected: if the server answers with an HTTP error.
     :raises HandshakeError: if the server's answer is not a valid upgrade.
     :raises ValueError: for a header or subprotocol that is not valid HTTP.
     """
+    if max_message_size == math.inf:
+        # Nothing would bound what a compressed message inflates to (deflate
+        # reaches about 1,000 to 1): with no limit, memory follows the bytes
+        # received only if they are not compressed.
+        compression = None
     try:
         return await _handshake(
             nursery, stream, host, resource, list(subprotocols or ()),

@@ -62,6 +62,10 @@ _pack_long = struct.Struct("!BBQ").pack
 _DIRECT = 1 << 16
 #: Frames parsed by one call of events(): about a millisecond of work.
 FRAMES_PER_BATCH = 1024
+#: A batch also ends once its messages hold this much. Compressed messages
+#: can be a thousand times what was read; ending the batch lets a full queue
+#: stop the reader before it inflates the rest of the read.
+BYTES_PER_BATCH = 1 << 16
 # Copies into a bytearray go through a memoryview: a bytearray's own slice
 # assignment first copies any other bytes-like source into a new bytearray.
 _utf8_decoder: Callable[[], codecs.IncrementalDecoder] = codecs.getincrementaldecoder("utf-8")
@@ -108,6 +112,7 @@ class FrameProtocol:
         "_pending",
         "_pending_keys",
         "_pos",
+        "_produced",
         "_size",
         "_text_frame_limit",
         "client",
@@ -139,6 +144,7 @@ class FrameProtocol:
         self._data: bytes | bytearray = b""
         self._pos = 0
         self._need = 0
+        self._produced = 0  # the size of the messages in the batch so far
         # A long frame being filled in place: its payload buffer (from the
         # shared pool, so possibly longer), the payload's length, how much
         # of it has arrived, its first header byte and its masking key.
@@ -207,6 +213,7 @@ class FrameProtocol:
         the work one call does however small the peer's frames are.
         """
         self.more = False
+        self._produced = 0
         if self._done:
             return []
         fill = self._fill
@@ -236,7 +243,7 @@ class FrameProtocol:
         while not self._done:
             if end - pos < 2:
                 break
-            if frames == FRAMES_PER_BATCH:
+            if frames == FRAMES_PER_BATCH or self._produced >= BYTES_PER_BATCH:
                 self.more = True
                 break
             frames += 1
@@ -341,6 +348,7 @@ class FrameProtocol:
         assert pending is not None
         payload = _mask.xor(pending, self._pending_keys)
         self._pending = None
+        self._pending_keys = bytearray()  # as long as the run was: not kept while idle
         self._add_fragment(payload, False, events)
 
     def _start_fill(self, first: int, data: bytes | bytearray, start: int, end: int,
@@ -428,6 +436,7 @@ class FrameProtocol:
         if len(message) > self._max_message_size:
             self._message_too_big(events)
         else:
+            self._produced += len(message)
             events.append((MESSAGE, message))
 
     def _add_fragment(self, payload: Frame, fin: bool, events: list[Event]) -> None:
@@ -452,12 +461,14 @@ class FrameProtocol:
         if fin:
             whole = self._message
             self._reset_message()
+            self._produced += len(whole)
             events.append((MESSAGE, whole.decode() if text else bytes(whole)))
 
     def _reset_message(self) -> None:
         self._opcode = 0
         self._message = None
         self._pending = None
+        self._pending_keys = bytearray()
         self._size = 0
         self._decoder = None
 

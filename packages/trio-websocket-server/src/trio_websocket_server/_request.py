@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http
 import logging
+import math
 from collections.abc import Iterable
 
 import trio
@@ -227,8 +228,8 @@ async def wrap_server_stream(
 
     Returns the request for the caller to accept or reject; an accepted
     connection's reader task runs in ``nursery``. If the client offers
-    compression, ``accept()`` agrees within ``compression`` (``None``:
-    never). A request that is not a
+    compression, ``accept()`` agrees within ``compression`` (``None``, or
+    ``max_message_size=math.inf``: never). A request that is not a
     valid WebSocket upgrade is answered with an HTTP error (400, or 426 for
     a wrong version, 431 for a head over 16 KiB) and the stream is closed.
 
@@ -259,6 +260,11 @@ async def wrap_server_stream(
     except UnicodeError as exc:  # e.g. a Host header idna cannot decode
         problem = f"invalid handshake request: {exc!r}"
     else:
+        if max_message_size == math.inf:
+            # Nothing would bound what a compressed message inflates to
+            # (deflate reaches about 1,000 to 1): with no limit, memory
+            # follows the bytes received only if they are not compressed.
+            compression = None
         return WebSocketRequest(nursery, stream, request, rest, message_queue_size,
                                 max_message_size, compression)
     logger.debug("refusing a handshake with HTTP %d: %s", status, problem)

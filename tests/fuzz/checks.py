@@ -17,6 +17,7 @@ from unittest import mock
 
 from trio_websocket_core import _mask
 from trio_websocket_core._protocol import (
+    BYTES_PER_BATCH,
     CLOSE,
     FAIL,
     FRAMES_PER_BATCH,
@@ -72,27 +73,35 @@ def named(events: Iterable[Event]) -> list[Expected]:
 class Feeder:
     """Feeds a parser its reads, and holds ``events()`` to finishing its work.
 
-    ``more`` asks for another call only after a full batch of frames, each at
-    least 2 bytes, so the calls that report it can never exceed what was fed
-    over ``2 * FRAMES_PER_BATCH``: a parser that kept asking would hang its
-    reader, and fails here instead.
+    ``more`` asks for another call only after a full batch: FRAMES_PER_BATCH
+    frames, each at least 2 bytes, or messages holding BYTES_PER_BATCH. So
+    the calls that report it can never exceed what was fed over
+    ``2 * FRAMES_PER_BATCH`` plus what was delivered over BYTES_PER_BATCH:
+    a parser that kept asking would hang its reader, and fails here instead.
     """
 
     def __init__(self, protocol: FrameProtocol) -> None:
         self.protocol = protocol
         self.fed = 0
+        self.delivered = 0
         self.batches = 0
 
     def feed(self, chunk: bytes | bytearray) -> list[Event]:
         protocol = self.protocol
         protocol.receive_data(chunk)
         self.fed += len(chunk)
-        events = protocol.events()
+        events = self._batch()
         while protocol.more:
             self.batches += 1
-            require(self.batches <= self.fed // (2 * FRAMES_PER_BATCH),
+            require(self.batches <= self.fed // (2 * FRAMES_PER_BATCH)
+                    + self.delivered // BYTES_PER_BATCH,
                     f"events() asked for call {self.batches} after {self.fed} bytes")
-            events += protocol.events()
+            events += self._batch()
+        return events
+
+    def _batch(self) -> list[Event]:
+        events = self.protocol.events()
+        self.delivered += sum(len(value) for kind, value in events if kind == MESSAGE)
         return events
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ from trio_websocket_core import (
 )
 from trio_websocket_core.toolkit import (
     MAX_HEAD_SIZE,
+    MAX_HEADERS,
+    MAX_LIST_ELEMENTS,
     Deflate,
     FrameProtocol,
     header_fields,
@@ -205,8 +208,21 @@ def drive(coroutine: Coroutine[Any, Any, Any]) -> Any:
     raise AssertionError("the coroutine waited on the event loop")
 
 
+#: CPU seconds one handshake input may take. Any input (at most 17,000 bytes) runs in about
+#: a millisecond, even instrumented. A header regex that backtracked quadratically once took
+#: 0.75 s on a 16 KiB head: under libFuzzer's -timeout, which counts whole seconds only.
+HANDSHAKE_BUDGET = 0.1
+
+
 def handshake(data: bytes) -> None:
     """Byte 0: role (bit 0: server), compression settings, read cuts; then the peer's bytes."""
+    started = time.thread_time()  # this thread's CPU: a busy machine does not count
+    _handshake_input(data)
+    spent = time.thread_time() - started
+    require(spent < HANDSHAKE_BUDGET, f"one input took {spent:.3f} s of CPU")
+
+
+def _handshake_input(data: bytes) -> None:
     if not data:
         return
     config, received = data[0], data[1:]
@@ -228,6 +244,7 @@ def _server(received: bytes, reads: list[bytes], settings: PerMessageDeflate | N
     require(head.endswith(b"\r\n\r\n") and head.find(b"\r\n\r\n") == len(head) - 4,
             "the head does not end at its first blank line")
     require(len(head) <= MAX_HEAD_SIZE, f"a head of {len(head)} bytes")
+    require(head.count(b"\r\n") - 2 <= MAX_HEADERS, "a head over MAX_HEADERS lines")
     require(received.startswith(head + rest), "bytes lost or changed reading the head")
     try:
         request = parse_request(head)
@@ -236,6 +253,10 @@ def _server(received: bytes, reads: list[bytes], settings: PerMessageDeflate | N
         return
     except UnicodeError:  # a Host or list header that is not ASCII/IDNA: answered with 400
         return
+    # What the request keeps for the connection's life stays bounded.
+    require(len(request.headers) <= MAX_HEADERS
+            and len(request.subprotocols) + len(request.extensions) <= MAX_LIST_ELEMENTS,
+            "a request over MAX_HEADERS or MAX_LIST_ELEMENTS")
     # Accepted as a handler would: negotiation, the 101, and the frames behind the request.
     pending = WebSocketRequest(FakeNursery(), stream, request, rest, 1, 2**20, settings)
     require(pending.path.isascii(), f"path {pending.path!r}")
@@ -266,7 +287,8 @@ def _client(reads: list[bytes], settings: PerMessageDeflate | None) -> None:
             f"subprotocol {connection.subprotocol!r} was not offered")
     require(settings is not None or not connection._protocol.compresses,
             "compression agreed that was never offered")
-    connection.handshake_headers  # noqa: B018 (decoding them must not fail)
+    require(len(connection.handshake_headers) <= MAX_HEADERS,  # decoding them must not fail
+            "a connection keeping over MAX_HEADERS headers")
 
 
 def _request(*lines: bytes) -> bytes:
@@ -315,8 +337,17 @@ def handshake_seeds() -> list[bytes]:
         b"HTTP/1.0 101 Switching Protocols\r\n\r\n",
     ]
     long_value = b"x-long: " + b"a" * (MAX_HEAD_SIZE + 100)
-    requests += [_request(*_UPGRADE, long_value), _request(*_UPGRADE, long_value)[:-4]]
+    # Long runs of whitespace inside a value (once quadratic to parse), and one header
+    # line more than MAX_HEADERS.
+    spaced = b"x-spaced: a" + b" \t" * 7000 + b"b"
+    too_many = (b"a:",) * (MAX_HEADERS + 1 - len(_UPGRADE))
+    requests += [_request(*_UPGRADE, long_value), _request(*_UPGRADE, long_value)[:-4],
+                 _request(*_UPGRADE, spaced), _request(*_UPGRADE, *too_many),
+                 _request(*_UPGRADE, b"Sec-WebSocket-Protocol: " + b"a," * MAX_LIST_ELEMENTS
+                          + b"a")]
     responses += [
+        _response(*_ACCEPTED, spaced),
+        _response(*_ACCEPTED, *(b"a:",) * (MAX_HEADERS + 1 - len(_ACCEPTED))),
         _response(*_ACCEPTED, long_value),
         _response(b"Transfer-Encoding: chunked", status=b"403 Forbidden") + b"zz\r\nbad",
         _response(status=b"100 Continue") + _response(*_ACCEPTED),

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import base64
 import functools
+import gc
 import hashlib
 import logging
 import re
 import socket
 import ssl
 import struct
+import time
+import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +42,14 @@ from trio_websocket import (
     open_websocket,
     serve_websocket,
 )
-from trio_websocket_core.toolkit import MAX_HEAD_SIZE, HeadTooLarge
+from trio_websocket_core.toolkit import (
+    MAX_HEAD_SIZE,
+    MAX_HEADERS,
+    MAX_LIST_ELEMENTS,
+    HeadTooLarge,
+    header_fields,
+)
+from trio_websocket_server._upgrade import parse_request
 
 HOST = "127.0.0.1"
 #: The handshake timeout, for the cases that wait it out: small, so they stay quick.
@@ -82,6 +92,11 @@ def swap(name: bytes, *values: bytes) -> bytes:
 def extra(*lines: bytes) -> bytes:
     """A valid request with these raw header lines added."""
     return upgrade(add=lines)
+
+
+def elements(count: int) -> bytes:
+    """A comma list of ``count`` distinct tokens."""
+    return b", ".join(b"p%d" % i for i in range(count))
 
 
 def key_of(size: int) -> bytes:
@@ -307,6 +322,17 @@ REFUSED = [
                  id="many-headers-over-limit"),
     pytest.param(b"GET /hostile HTTP/1.1\r\nX-Endless: " + b"a" * MAX_HEAD_SIZE, 431,
                  id="unfinished-head-over-limit"),
+    # Within 16 KiB but over MAX_HEADERS lines: 431 too (each line would be kept for the
+    # connection's life).
+    pytest.param(extra(*(b"a:",) * 4000), 431, id="thousands-of-tiny-headers"),
+    # Over MAX_LIST_ELEMENTS subprotocols and extension offers, alone or together.
+    pytest.param(extra(b"Sec-WebSocket-Protocol: " + elements(MAX_LIST_ELEMENTS + 1)), 400,
+                 id="subprotocols-over-limit"),
+    pytest.param(extra(*(b"Sec-WebSocket-Protocol: " + elements(2),)
+                       * (MAX_LIST_ELEMENTS // 2 + 1)), 400, id="subprotocol-lines-over-limit"),
+    pytest.param(extra(b"Sec-WebSocket-Protocol: " + elements(MAX_LIST_ELEMENTS // 2),
+                       b"Sec-WebSocket-Extensions: " + elements(MAX_LIST_ELEMENTS // 2 + 1)),
+                 400, id="subprotocols-and-extensions-over-limit"),
     # Bytes HTTP does not allow in a head.
     pytest.param(extra(b"X-Nul: a\x00b"), 400, id="nul-in-value"),
     pytest.param(extra(b"X-Control: a\x01b"), 400, id="control-byte-in-value"),
@@ -372,6 +398,99 @@ async def test_head_limit_is_exactly_max_head_size(
     await assert_serving(served, *(["/hostile"] if status == 101 else []))
 
 
+@pytest.mark.parametrize(("count", "status"), [
+    pytest.param(MAX_HEADERS, 101, id="max-headers-is-served"),
+    pytest.param(MAX_HEADERS + 1, 431, id="one-header-over-is-431"),
+])
+async def test_header_count_limit_is_exactly_max_headers(
+        start_server: Callable[..., Awaitable[Served]], count: int, status: int) -> None:
+    served = await start_server()
+    request = extra(*(b"X-Pad-%03d: p" % i for i in range(count - len(GOOD_REQUEST))))
+    assert request.count(b"\r\n") - 2 == count
+    with trio.fail_after(PROMPT):
+        stream = await raw_connect(served)
+        async with stream:
+            await stream.send_all(request)
+            response = bytearray()
+            while b"\r\n\r\n" not in response:
+                data = await stream.receive_some()
+                assert data, f"closed after {bytes(response)!r}"
+                response += data
+    assert parse_response(bytes(response))[0] == status
+    await assert_serving(served, *(["/hostile"] if status == 101 else []))
+
+
+def whitespace_head(start_line: bytes, lines: int) -> bytes:
+    """A head of exactly MAX_HEAD_SIZE bytes: ``lines`` values, each a long run of spaces
+    and tabs between two other bytes, the worst case for a backtracking header regex."""
+    empty = b"\r\n".join([start_line, *(b"X-%03d: ab" % i for i in range(lines))]) + b"\r\n\r\n"
+    room = MAX_HEAD_SIZE - len(empty)
+    runs = [room // lines + (i < room % lines) for i in range(lines)]
+    head = b"\r\n".join([start_line, *(b"X-%03d: a" % i + (b" \t" * run)[:run] + b"b"
+                                        for i, run in enumerate(runs))]) + b"\r\n\r\n"
+    assert len(head) == MAX_HEAD_SIZE
+    return head
+
+
+@pytest.mark.parametrize("start_line", [
+    pytest.param(b"GET /hostile HTTP/1.1", id="request"),
+    pytest.param(b"HTTP/1.1 101 Switching Protocols", id="101-response"),
+])
+@pytest.mark.parametrize("lines", [1, 8, MAX_HEADERS - 1])
+def test_header_fields_parse_whitespace_runs_in_linear_time(start_line: bytes,
+                                                            lines: int) -> None:
+    # The server parses every head in one scheduler pass, so a slow parse stalls all its
+    # connections; a client parses a 101 the same way. The header regex once backtracked
+    # quadratically on runs of whitespace: this head took ~0.75 s with one run (~0.11 s
+    # with 8). A linear parse takes ~0.1 ms: 50 ms is generous for a slow CI machine yet
+    # far below the quadratic cost. Best of three, so one scheduling hiccup does not count.
+    head = whitespace_head(start_line, lines)
+    took = []
+    for _ in range(3):
+        started = time.perf_counter()
+        fields = header_fields(head)
+        took.append(time.perf_counter() - started)
+    assert min(took) < 0.05, f"{min(took) * 1000:.1f} ms to parse a {len(head)} byte head"
+    assert len(fields) == lines
+    assert all(value[:1] == b"a" and value[-1:] == b"b" and not value[1:-1].strip(b" \t")
+               for _, value in fields)
+
+
+def _maximal_heads() -> dict[str, bytes]:
+    """Legal heads that make the request keep the most: MAX_HEADERS lines, tiny or long,
+    and MAX_LIST_ELEMENTS list elements behind a mass of empty ones (which are dropped)."""
+    free = MAX_HEADERS - len(GOOD_REQUEST)
+    tiny = extra(*(b"a:",) * free)
+    long = b"a:" + b"x" * ((MAX_HEAD_SIZE - len(tiny)) // free)
+    lists = extra(b"Sec-WebSocket-Protocol: " + b"," * 7000 + elements(MAX_LIST_ELEMENTS // 2),
+                  b"Sec-WebSocket-Extensions: " + b"," * 7000
+                  + elements(MAX_LIST_ELEMENTS // 2), *(b"a:",) * (free - 2))
+    return {"tiny-lines": tiny, "long-lines": extra(*(long,) * free), "lists": lists}
+
+
+@pytest.mark.parametrize("name", sorted(_maximal_heads()))
+def test_a_maximal_legal_head_keeps_bounded_memory(name: str) -> None:
+    # A request, and its connection, keep the parsed headers and lists for life. 16 KiB of
+    # 4,000 tiny lines once kept ~500 KiB; within MAX_HEADERS and MAX_LIST_ELEMENTS a full
+    # head keeps ~30 KiB at most (its bytes, and an object or two per line).
+    head = _maximal_heads()[name]
+    assert len(head) <= MAX_HEAD_SIZE and head.count(b"\r\n") - 2 == MAX_HEADERS
+    parse_request(head)  # warm up: first-use caches (the idna codec, ...) are not the request's
+    gc.collect()
+    tracemalloc.start()
+    try:
+        # None for the nursery and the stream: only answering the request uses them.
+        request = WebSocketRequest(None, None, parse_request(head), b"",  # type: ignore[arg-type]
+                                   1, 2**20, None)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 4 * MAX_HEAD_SIZE, f"{kept / 1024:.0f} KiB kept for a {len(head)} byte head"
+    assert len(request.headers) <= MAX_HEADERS
+    assert len(request.proposed_subprotocols) <= MAX_LIST_ELEMENTS
+
+
 LOWERCASE_NAMES = b"\r\n".join([b"GET /hostile HTTP/1.1", *(
     line.split(b":")[0].lower() + b":" + line.split(b":", 1)[1] for line in GOOD_REQUEST
 )]) + b"\r\n\r\n"
@@ -385,6 +504,12 @@ LOWERCASE_NAMES = b"\r\n".join([b"GET /hostile HTTP/1.1", *(
     pytest.param(swap(b"Upgrade", b"WebSocket"), id="upgrade-mixed-case"),
     pytest.param(swap(b"Host", b"  127.0.0.1 \t"), id="whitespace-around-value"),
     pytest.param(extra(b"X-Latin: caf\xe9"), id="obs-text-value"),
+    pytest.param(extra(b"Sec-WebSocket-Protocol: " + elements(MAX_LIST_ELEMENTS // 2),
+                       b"Sec-WebSocket-Extensions: " + elements(MAX_LIST_ELEMENTS // 2)),
+                 id="list-elements-at-limit"),
+    # RFC 9110 5.6.1: empty list elements do not count.
+    pytest.param(extra(b"Sec-WebSocket-Protocol: " + b" ,," * 2000 + b"chat"),
+                 id="empty-list-elements"),
 ])
 async def test_unusual_but_valid_requests_are_served(
         start_server: Callable[..., Awaitable[Served]], request_bytes: bytes) -> None:
@@ -655,6 +780,7 @@ BOTH_WAYS = pytest.mark.parametrize("via", ["open_websocket", "connect_websocket
     pytest.param({"drop": (b"Connection",), "add": (b"Connection: Upgrade",
                                                      b"Connection: keep-alive")},
                  id="connection-two-lines"),
+    pytest.param({"add": (b"a:",) * (MAX_HEADERS - 3)}, id="max-headers"),
 ])
 async def test_bad_server_harness_can_succeed(nursery: trio.Nursery,
                                               answer: dict[str, Any]) -> None:
@@ -744,6 +870,11 @@ NO_OFFER: dict[str, Any] = {"compression": None}
                  id="not-http-at-all"),
     pytest.param(switching(add=(b"X-Big: " + b"a" * MAX_HEAD_SIZE,)), "hold", {},
                  HeadTooLarge, id="head-over-limit"),
+    pytest.param(switching(add=(b"a:",) * (MAX_HEADERS - 2)), "hold", {}, HeadTooLarge,
+                 id="101-over-max-headers"),
+    pytest.param(b"HTTP/1.1 403 Forbidden\r\n" + b"a:\r\n" * MAX_HEADERS
+                 + b"Content-Length: 0\r\n\r\n", "hold", {}, HeadTooLarge,
+                 id="rejection-over-max-headers"),
     pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n", "close", {},
                  HandshakeError, id="server-closes-mid-head"),
     pytest.param(b"", "close", {}, HandshakeError, id="server-closes-at-once"),

@@ -16,6 +16,8 @@ from ._deflate import Deflate
 from ._endpoint import socket_endpoint, stream_endpoints
 from ._http import (
     MAX_HEAD_SIZE,
+    MAX_HEADERS,
+    MAX_LIST_ELEMENTS,
     Header,
     HeadTooLarge,
     header_fields,
@@ -27,7 +29,9 @@ from ._http import (
 from ._protocol import FrameProtocol
 
 __all__ = [
+    "MAX_HEADERS",
     "MAX_HEAD_SIZE",
+    "MAX_LIST_ELEMENTS",
     "RECEIVE_SIZE",
     "Deflate",
     "FrameProtocol",

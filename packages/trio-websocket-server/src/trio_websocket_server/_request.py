@@ -231,7 +231,8 @@ async def wrap_server_stream(
     compression, ``accept()`` agrees within ``compression`` (``None``, or
     ``max_message_size=math.inf``: never). A request that is not a
     valid WebSocket upgrade is answered with an HTTP error (400, or 426 for
-    a wrong version, 431 for a head over 16 KiB) and the stream is closed.
+    a wrong version, 431 for a head over 16 KiB or 128 header fields) and the
+    stream is closed.
 
     :raises HandshakeError: if the client sent no valid handshake.
     """

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from wsproto.utilities import generate_accept_token, split_comma_header
 
-from trio_websocket_core.toolkit import header_fields, is_target
+from trio_websocket_core.toolkit import MAX_LIST_ELEMENTS, header_fields, is_target
 
 __all__ = ["BadRequest", "UpgradeRequest", "accept_response", "parse_request", "response"]
 
@@ -57,6 +57,18 @@ def _is_key(key: bytes) -> bool:
         return False
 
 
+def _elements(value: bytes) -> list[str]:
+    """A comma list's elements, without the empty ones (RFC 9110 5.6.1 does not count them)."""
+    return [element for element in split_comma_header(value) if element]
+
+
+def _check_elements(subprotocols: list[str], extensions: list[str]) -> None:
+    # The request keeps both lists for the connection's life: bound them.
+    if len(subprotocols) + len(extensions) > MAX_LIST_ELEMENTS:
+        raise BadRequest(f"more than {MAX_LIST_ELEMENTS} elements in "
+                         "Sec-WebSocket-Protocol and Sec-WebSocket-Extensions")
+
+
 def parse_request(head: bytes) -> UpgradeRequest:
     """Check an HTTP request head (through its blank line) as an upgrade to WebSocket.
 
@@ -90,14 +102,16 @@ def parse_request(head: bytes) -> UpgradeRequest:
             host = value.decode("idna")
             continue
         elif name == b"sec-websocket-extensions":
-            extensions.extend(split_comma_header(value))
+            extensions.extend(_elements(value))
+            _check_elements(subprotocols, extensions)
             continue
         elif name == b"sec-websocket-key":
             if key is not None:  # RFC 6455 11.3.1: at most once
                 raise BadRequest("repeated header 'Sec-WebSocket-Key'")
             key = value
         elif name == b"sec-websocket-protocol":
-            subprotocols.extend(split_comma_header(value))
+            subprotocols.extend(_elements(value))
+            _check_elements(subprotocols, extensions)
             continue
         elif name == b"sec-websocket-version":
             if version is not None:  # RFC 6455 4.1: one version

@@ -101,7 +101,10 @@ class Feeder:
 
     def _batch(self) -> list[Event]:
         events = self.protocol.events()
-        self.delivered += sum(len(value) for kind, value in events if kind == MESSAGE)
+        # In bytes (text as UTF-8): the parser counts a message's bytes or
+        # characters, never more than its bytes.
+        self.delivered += sum(len(value.encode() if isinstance(value, str) else value)
+                              for kind, value in events if kind == MESSAGE)
         return events
 
 

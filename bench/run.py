@@ -6,8 +6,14 @@
 Each library runs from its own environment (0.12.2 shares our import name):
 ours from the hatch environment, the others from virtual environments made
 once under bench/.venvs. For every workload the server and the client are
-separate processes, so each has a core, on 127.0.0.1; compression is off.
-Autobahn section 9 runs three times per library and reports medians.
+separate processes, so each has a core, on 127.0.0.1; compression is off,
+except in ``text`` and ``binary`` (peers/payloads.py), which run each library
+at its defaults on both ends: ours and websockets compress (permessage-
+deflate), 0.12.2 cannot. Their notes give the bytes on the wire. The rows
+marked "plain install" run ours without the ``speedups`` extra (no NumPy),
+from a virtual environment of our four packages alone; every other row of
+ours has it. Autobahn section 9 runs three times per library and reports
+medians.
 
 Two workloads measure fairness rather than speed: how long a sibling task in
 the client's event loop, looping on ``sleep(0)``, waits for its turn at most
@@ -63,6 +69,10 @@ WORKLOADS = {
     "rtt": ("msg/s", True),
     "pipe": ("msg/s", True),
     "large": ("MB/s", True),
+    "large, plain install": ("MB/s", True),
+    "text": ("MB/s", True),
+    "text, plain install": ("MB/s", True),
+    "binary": ("MB/s", True),
     "conns": ("conn/s", True),
     "fanin": ("msg/s", True),
     "memory": ("KiB/conn", False),
@@ -72,6 +82,13 @@ WORKLOADS = {
 }
 UNITS = {**WORKLOADS, COMMON: ("s", False)}
 STALLS = ("stall_send", "stall_get")
+# Workloads at each library's default compression (the server is told so).
+DEFAULTS = ("text", "binary")
+# A row of ours from the plain install -> the workload it runs.
+PLAIN = {"large, plain install": "large", "text, plain install": "text"}
+OURS = "trio-websocket"
+# workload -> library -> (bytes the client read and wrote, payload bytes both ways)
+WIRE: dict[str, dict[str, tuple[int, int]]] = {}
 # A longest gap is an extreme: one preemption by the OS or one garbage
 # collection sets it. So the stall workloads report medians of a few runs.
 STALL_RUNS = 3
@@ -95,12 +112,32 @@ def python_for(name: str) -> str:
     return str(python)
 
 
-def start_server(python: str, script: str, max_size: int) -> tuple[subprocess.Popen[str], str]:
+def plain_python() -> str:
+    """Python of a virtual environment holding our four packages and no NumPy."""
+    venv = VENVS / "trio-websocket-plain"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        packages = HERE.parent / "packages"
+        editable = [arg for name in ("trio-websocket-core", "trio-websocket-client",
+                                     "trio-websocket-server", "trio-websocket")
+                    for arg in ("-e", str(packages / name))]
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        *editable], check=True)
+    check = subprocess.run([str(python), "-c", "import numpy"], capture_output=True)
+    if check.returncode == 0:
+        raise RuntimeError(f"{venv} has NumPy: it is no plain install")
+    return str(python)
+
+
+def start_server(python: str, script: str, max_size: int,
+                 defaults: bool = False) -> tuple[subprocess.Popen[str], str]:
     # websockets 14+ gives up on a message of more than 4,096 fragments
     # (TooManyFragments), which fails Autobahn 9.3.x/9.4.x early and so looks
     # fast; lifted here (its documented variable) so every library does the same work.
     env = {**os.environ, "WEBSOCKETS_MAX_FRAGMENTS": str(2**20)}
-    server = subprocess.Popen([python, str(PEERS / script), "server", str(max_size)],
+    server = subprocess.Popen([python, str(PEERS / script), "server", str(max_size),
+                               *(["default"] if defaults else [])],
                               stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
                               env=env)
     assert server.stdout is not None
@@ -151,13 +188,20 @@ def measure(name: str, workload: str) -> float:
                       key=lambda report: report["value"])
         DETAILS.setdefault(workload, {})[name] = runs
         return statistics.median(report["value"] for report in runs)
-    return measure_once(name, workload)["value"]
+    report = measure_once(name, workload)
+    if "wire" in report:
+        WIRE.setdefault(workload, {})[name] = (int(report["wire"]), int(report["payload"]))
+    return report["value"]
 
 
 def measure_once(name: str, workload: str) -> dict[str, float]:
     """One run of the peer's client: its report, {"value": ...} and maybe more."""
     python, script = python_for(name), LIBRARIES[name][1]
-    server, url = start_server(python, script, 2**20)
+    if workload in PLAIN:
+        workload = PLAIN[workload]
+        if name == OURS:
+            python = plain_python()
+    server, url = start_server(python, script, 2**20, defaults=workload in DEFAULTS)
     try:
         result = subprocess.run([python, str(PEERS / script), "client", workload, url],
                                 capture_output=True, text=True, timeout=600,
@@ -240,6 +284,15 @@ def main() -> None:
         lines += ["", f"autobahn9: {name} failed {len(cases)} case(s) in {AUTOBAHN_RUNS} runs "
                   f"({', '.join(cases)}); '{COMMON}' sums the per-case times of the "
                   "cases every library passed."]
+    if WIRE:
+        lines += ["", "Bytes on the wire in the workloads at default compression: IP bytes "
+                  "sent both ways while the client ran (TCP/IP headers included), against the "
+                  "payload echoed (both ways).", "",
+                  "| workload | library | bytes on the wire | payload | wire / payload |",
+                  "|" + " --- |" * 5]
+        for workload, row in WIRE.items():
+            lines += [f"| {workload} | {n} | {wire:,} | {payload:,} | {wire / payload:.3f} |"
+                      for n, (wire, payload) in row.items()]
     if any(w in DETAILS for w in STALLS):
         lines += ["", f"Stalls: the median of {STALL_RUNS} runs. Below, each run's longest gap "
                   "between the sibling's turns, in wall time and in the client's CPU time (a "

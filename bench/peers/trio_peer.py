@@ -1,9 +1,11 @@
 """Benchmark peer for trio_websocket: ours, or trio-websocket 0.12.2 (same API).
 
-    python trio_peer.py server [MAX_MESSAGE_SIZE]   prints "PORT n", serves until killed
-    python trio_peer.py client WORKLOAD URL          prints {"value": ...} as JSON
+    python trio_peer.py server [MAX_MESSAGE_SIZE [default]]   prints "PORT n", serves until killed
+    python trio_peer.py client WORKLOAD URL                    prints {"value": ...} as JSON
 
-Compression is off wherever the library has it, as for the other peers.
+Compression is off wherever the library has it, as for the other peers,
+except in the ``text`` and ``binary`` workloads (see payloads.py), which run
+the library's defaults on both ends (the server started with ``default``).
 The server also answers /burst (see stall_get) and /burst-queued.
 """
 
@@ -16,6 +18,7 @@ import sys
 import time
 
 import trio
+from payloads import BINARY_COUNT, BINARY_SIZE, TEXT_COUNT, json_texts, wire_bytes
 from stall import COUNT, LIMIT, Sibling, result
 
 import trio_websocket as tw
@@ -68,13 +71,14 @@ async def until_closed(ws):
         pass
 
 
-async def serve(max_size: int) -> None:
+async def serve(max_size: int, defaults: bool) -> None:
     global BURST_QUEUED
     BURST_QUEUED = trio.Event()
+    settings = {} if defaults else OFF
     async with trio.open_nursery() as nursery:
         server = await nursery.start(lambda task_status: tw.serve_websocket(
             echo, "127.0.0.1", 0, None, max_message_size=max_size, task_status=task_status,
-            **OFF))
+            **settings))
         print(f"PORT {server.port}", flush=True)
 
 
@@ -112,6 +116,27 @@ async def large(url):
             await ws.send_message(blob)
             await ws.get_message()
         return 64 * 2**20 / 1e6 / (time.perf_counter() - start)
+
+
+async def echo_all(url, messages, count):
+    """Echo ``count`` messages at the library's defaults: MB/s and the bytes moved."""
+    async with tw.open_websocket_url(url) as ws:
+        size = sum(len(messages[i % len(messages)]) for i in range(count))
+        wire = wire_bytes()
+        start = time.perf_counter()
+        for i in range(count):
+            await ws.send_message(messages[i % len(messages)])
+            await ws.get_message()
+        seconds = time.perf_counter() - start
+        return {"value": size / 1e6 / seconds, "wire": wire_bytes() - wire, "payload": 2 * size}
+
+
+async def text(url):
+    return await echo_all(url, json_texts(), TEXT_COUNT)
+
+
+async def binary(url):
+    return await echo_all(url, [os.urandom(BINARY_SIZE) for _ in range(4)], BINARY_COUNT)
 
 
 async def conns(url):
@@ -202,7 +227,8 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 10000)), hard))
     if sys.argv[1] == "server":
-        trio.run(serve, int(sys.argv[2]) if len(sys.argv) > 2 else 2**20)
+        trio.run(serve, int(sys.argv[2]) if len(sys.argv) > 2 else 2**20,
+                 sys.argv[3:] == ["default"])
     else:
         workload, url = sys.argv[2], sys.argv[3]
         value = trio.run(globals()[workload], url)

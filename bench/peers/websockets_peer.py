@@ -1,7 +1,10 @@
-"""Benchmark peer for websockets (asyncio, with its C speedups), compression off.
+"""Benchmark peer for websockets (asyncio, with its C speedups).
 
-    python websockets_peer.py server [MAX_MESSAGE_SIZE]
+    python websockets_peer.py server [MAX_MESSAGE_SIZE [default]]
     python websockets_peer.py client WORKLOAD URL
+
+Compression is off except in the ``text`` and ``binary`` workloads, which
+run websockets' default, ``compression="deflate"``, on both ends.
 
 The server also answers /burst (see stall_get) and /burst-queued, as trio_peer.py does.
 """
@@ -13,6 +16,7 @@ import resource
 import sys
 import time
 
+from payloads import BINARY_COUNT, BINARY_SIZE, TEXT_COUNT, json_texts, wire_bytes
 from stall import COUNT, LIMIT, Sibling, result
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
@@ -48,10 +52,12 @@ async def echo(ws):
         await ws.send(message)
 
 
-async def serve(max_size: int) -> None:
+async def serve(max_size: int, defaults: bool) -> None:
     global BURST_QUEUED
     BURST_QUEUED = asyncio.Event()
-    async with ws_serve(echo, "127.0.0.1", 0, compression=None, max_size=max_size) as server:
+    compression = "deflate" if defaults else None
+    async with ws_serve(echo, "127.0.0.1", 0, compression=compression,
+                        max_size=max_size) as server:
         print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
         await asyncio.Future()
 
@@ -90,6 +96,27 @@ async def large(url):
             await ws.send(blob)
             await ws.recv()
         return 64 * 2**20 / 1e6 / (time.perf_counter() - start)
+
+
+async def echo_all(url, messages, count):
+    """Echo ``count`` messages at the library's defaults: MB/s and the bytes moved."""
+    async with ws_connect(url, compression="deflate") as ws:
+        size = sum(len(messages[i % len(messages)]) for i in range(count))
+        wire = wire_bytes()
+        start = time.perf_counter()
+        for i in range(count):
+            await ws.send(messages[i % len(messages)])
+            await ws.recv()
+        seconds = time.perf_counter() - start
+        return {"value": size / 1e6 / seconds, "wire": wire_bytes() - wire, "payload": 2 * size}
+
+
+async def text(url):
+    return await echo_all(url, json_texts(), TEXT_COUNT)
+
+
+async def binary(url):
+    return await echo_all(url, [os.urandom(BINARY_SIZE) for _ in range(4)], BINARY_COUNT)
 
 
 async def conns(url):
@@ -180,7 +207,8 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 10000)), hard))
     if sys.argv[1] == "server":
-        asyncio.run(serve(int(sys.argv[2]) if len(sys.argv) > 2 else 2**20))
+        asyncio.run(serve(int(sys.argv[2]) if len(sys.argv) > 2 else 2**20,
+                          sys.argv[3:] == ["default"]))
     else:
         workload, url = sys.argv[2], sys.argv[3]
         value = asyncio.run(globals()[workload](url))

@@ -527,8 +527,8 @@ def test_compresses_is_true_only_with_deflate() -> None:
     {"client_no_context_takeover": True, "server_no_context_takeover": True},
 ])
 def test_frame_layers_round_trip_compressed(agreed: dict[str, Any]) -> None:
-    client = FrameProtocol(True, Deflate(True, **agreed))
-    server = FrameProtocol(False, Deflate(False, **agreed))
+    client = FrameProtocol(True, Deflate(True, compress="always", **agreed))
+    server = FrameProtocol(False, Deflate(False, compress="always", **agreed))
     messages: list[str | bytes] = ["hello " * 100, os.urandom(200000), b"\x00" * 70000, "", "é"]
     for message in messages * 2:
         wire = bytes(client.message(message))

@@ -21,7 +21,8 @@ import random
 TEXT_COUNT = 2000
 TEXT_SIZE = 16 * 1024
 BINARY_COUNT = 64
-BINARY_SIZE = 1_000_000  # under 1 MiB even after deflate grows it, so every library takes it at its default limit
+# Under 1 MiB even once deflate has grown it: each library takes it at its default limit.
+BINARY_SIZE = 1_000_000
 _WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
           "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo")
 

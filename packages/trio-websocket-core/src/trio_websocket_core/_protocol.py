@@ -577,8 +577,10 @@ class FrameProtocol:
         first = 0x80 | opcode
         deflate = self._deflate
         if deflate is not None:
-            payload = deflate.compress(payload)
-            first |= 0x40  # RSV1: this message is compressed
+            text = opcode == _TEXT
+            if deflate.wants(payload, text):
+                payload = deflate.compress(payload, text)
+                first |= 0x40  # RSV1: this message is compressed
         return self._frame_bytes(first, payload)
 
     def ping(self, payload: bytes) -> Frame:

@@ -1,0 +1,269 @@
+"""Which messages we compress (issue #13): per message, only where it pays.
+
+The frame layer is driven directly for the rules themselves; then our server
+and our client each send a mixed stream to wsproto, whose own permessage-
+deflate inflates it, while the bytes on the wire show which messages went out
+compressed (RSV1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+import zlib
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, Request
+from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
+
+from trio_websocket import PerMessageDeflate, WebSocketConnection, wrap_client_stream
+from trio_websocket_core._deflate import _FEW_VALUES, _MANY_VALUES, MIN_SIZE, SAMPLE_FROM, Deflate
+from trio_websocket_core._protocol import MESSAGE, FrameProtocol
+
+from .conftest import RawPeer
+from .test_deflate import (
+    RSV1,
+    CountingStream,
+    deflated,
+    feed,
+    server_protocol,
+    wsproto_client,
+    wsproto_message,
+)
+from .test_protocol import frame
+
+JSON = json.dumps([{"id": i, "name": f"user {i}", "active": i % 3 == 0, "tags": ["a", "b"]}
+                   for i in range(200)])
+assert len(JSON) > SAMPLE_FROM
+
+
+def random_ascii(size: int, seed: int) -> str:
+    """Text that does not shrink at these sizes: printable characters drawn at random."""
+    draw = random.Random(seed)
+    return "".join(draw.choice(string.printable) for _ in range(size))
+
+
+def compressed(protocol: FrameProtocol, message: str | bytes) -> bool:
+    """Whether ``protocol`` sends ``message`` compressed (RSV1 on its frame)."""
+    return bool(bytes(protocol.message(message))[0] & RSV1)
+
+
+def sender(**settings: Any) -> FrameProtocol:
+    return FrameProtocol(False, Deflate(False, **settings))
+
+
+def test_messages_under_the_minimum_go_as_they_are() -> None:
+    protocol = sender()
+    assert not compressed(protocol, "a" * (MIN_SIZE - 1))
+    assert not compressed(protocol, b"\0" * (MIN_SIZE - 1))
+    assert compressed(protocol, "a" * MIN_SIZE)
+    assert compressed(protocol, b"\0" * MIN_SIZE)
+
+
+def test_large_random_binary_is_sampled_and_needs_no_compressor() -> None:
+    deflate = Deflate(False)
+    protocol = FrameProtocol(False, deflate)
+    for size in (SAMPLE_FROM, 2**20):
+        assert not compressed(protocol, os.urandom(size))
+    assert deflate._compressor is None  # a connection that never compresses holds no zlib state
+
+
+def test_sampling_reads_the_middle_of_a_message() -> None:
+    # A compressible header (as many file formats have) before random data.
+    protocol = sender()
+    assert not compressed(protocol, bytes(1000) + os.urandom(64 * 1024))
+    assert compressed(protocol, os.urandom(1000) + bytes(64 * 1024))
+
+
+def test_a_sample_neither_plainly_text_nor_plainly_random_is_deflated_to_decide() -> None:
+    # About 100 distinct byte values in the sample: counting them settles nothing.
+    draw = random.Random(5)
+    scattered = bytes(draw.randrange(110) for _ in range(70000))  # no repeats to find
+    repeating = bytes(range(100)) * 700  # every 100 bytes again
+    for message in (scattered, repeating):
+        middle = (len(message) - 256) // 2
+        assert _FEW_VALUES < len(set(message[middle:middle + 256])) < _MANY_VALUES
+    protocol = sender()
+    assert not compressed(protocol, scattered)
+    assert compressed(protocol, repeating)
+
+
+def test_large_binary_that_shrinks_is_compressed() -> None:
+    protocol = sender()
+    assert compressed(protocol, JSON.encode())
+    assert compressed(protocol, bytes(2**20))
+
+
+def test_binary_that_does_not_shrink_backs_off_then_tries_again() -> None:
+    protocol = sender()
+    pattern = [compressed(protocol, os.urandom(1000)) for _ in range(1 + 8 + 1 + 16 + 1)]
+    # A miss, 8 skipped, a miss, 16 skipped, a retry: the skips double.
+    assert pattern == [True] + [False] * 8 + [True] + [False] * 16 + [True]
+    # One that shrinks on a retry ends the backing off.
+    for _ in range(32):
+        if compressed(protocol, bytes(1000)):
+            break
+    assert all(compressed(protocol, bytes(1000)) for _ in range(5))
+
+
+def test_each_kind_keeps_its_own_record() -> None:
+    protocol = sender()
+    assert compressed(protocol, os.urandom(1000))  # a miss for binary
+    assert not compressed(protocol, os.urandom(1000))
+    assert compressed(protocol, JSON[:1000])  # text is not held back by binary's misses
+    assert not compressed(protocol, os.urandom(1000))
+
+
+def test_text_that_does_not_shrink_backs_off_but_large_text_is_sampled() -> None:
+    protocol = sender()
+    assert compressed(protocol, random_ascii(60, 1))
+    assert not compressed(protocol, random_ascii(60, 2))  # backing off
+    assert compressed(protocol, JSON)  # large: sampled, and it shrinks
+    assert compressed(protocol, random_ascii(60, 3))  # the shrinking one reset the record
+
+
+def test_always_and_never() -> None:
+    always, never = sender(compress="always"), sender(compress="never")
+    for message in ("", "a", os.urandom(2**20), JSON):
+        assert compressed(always, message)
+        assert not compressed(never, message)
+
+
+def test_never_still_inflates_what_the_peer_compresses() -> None:
+    protocol = server_protocol(compress="never")
+    assert feed(protocol, frame(0x1, deflated(JSON.encode()), rsv=RSV1)) == [(MESSAGE, JSON)]
+
+
+def test_the_setting_is_checked_and_reaches_both_roles() -> None:
+    with pytest.raises(ValueError, match="compress must be"):
+        PerMessageDeflate(compress="sometimes")  # type: ignore[arg-type]
+    settings = PerMessageDeflate(compress="never")
+    agreed = Deflate.accept(settings, [Deflate.offer(settings)])
+    assert agreed is not None
+    client = Deflate.confirm(settings, [agreed[1]])
+    assert client is not None
+    for deflate in (agreed[0], client):
+        assert not deflate.wants(JSON.encode(), True)
+
+
+def test_skipped_messages_leave_the_context_as_the_peer_sees_it() -> None:
+    # Our compressor with context takeover; a plain inflater on the peer's side
+    # that sees only the compressed messages, as RFC 7692 has it.
+    # A 4 KiB window: had the 8 KiB of random bytes entered the context, the
+    # repeat could not reach back to the first.
+    protocol, peer = sender(server_max_window_bits=12), zlib.decompressobj(-12)
+    short = JSON[:1500]
+    messages: list[str | bytes] = [short, os.urandom(8192), "ok", os.urandom(100), short]
+    sizes = []
+    for message in messages:
+        wire = bytes(protocol.message(message))
+        payload = wire[4:] if wire[1] & 0x7F == 126 else wire[2:]
+        data = message.encode() if isinstance(message, str) else message
+        if wire[0] & RSV1:
+            assert peer.decompress(payload + b"\x00\x00\xff\xff") == data
+        else:
+            assert payload == data
+        sizes.append(len(payload))
+    # The repeat referred back into the first: nothing skipped entered the context.
+    assert sizes[-1] < sizes[0] // 4
+
+
+def test_peer_interleaving_compressed_and_plain_messages_inflates_in_order() -> None:
+    # The peer keeps its context across its own plain messages.
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    text = JSON[:2000]
+    first = deflated(text.encode(), compressor=compressor)
+    again = deflated(text.encode(), compressor=compressor)
+    assert len(again) < 50  # back-references into the first
+    stream = (frame(0x1, first, rsv=RSV1) + frame(0x2, b"plain binary")
+              + frame(0x1, b"plain text", fin=False) + frame(0x0, b"!")
+              + frame(0x1, again, rsv=RSV1) + frame(0x2, bytes(100)))
+    assert feed(server_protocol(), stream) == [
+        (MESSAGE, text), (MESSAGE, b"plain binary"), (MESSAGE, "plain text!"),
+        (MESSAGE, text), (MESSAGE, bytes(100))]
+
+
+# -- against wsproto, over streams -----------------------------------------
+
+class RecordingStream(CountingStream):
+    """Keeps every byte received, to read the frames' headers afterwards."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
+        self.record = bytearray()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await super().receive_some(max_bytes)
+        self.record += data
+        return data
+
+
+def rsv1_of_messages(wire: bytes | bytearray) -> list[bool]:
+    """For each data message's first frame in ``wire``, whether RSV1 is set."""
+    flags, position = [], 0
+    while position < len(wire):
+        first, second = wire[position], wire[position + 1]
+        position += 2
+        length = second & 0x7F
+        if length == 126:
+            length, position = int.from_bytes(wire[position:position + 2], "big"), position + 2
+        elif length == 127:
+            length, position = int.from_bytes(wire[position:position + 8], "big"), position + 8
+        position += (4 if second & 0x80 else 0) + length
+        if first & 0x0F in (0x1, 0x2):
+            flags.append(bool(first & RSV1))
+    return flags
+
+
+MIXED: list[tuple[str | bytes, bool]] = [  # a message, and whether it goes compressed
+    (JSON, True),
+    (os.urandom(64 * 1024), False),  # random binary, sampled
+    ("ok", False),  # tiny
+    (JSON[:2000], True),
+    (bytes(5000), True),  # binary that shrinks
+    (b"\x01\x02", False),
+    (os.urandom(1000), True),  # small random binary: tried once...
+    (os.urandom(1000), False),  # ... then skipped
+    (JSON, True),
+]
+
+
+async def send_mixed(ours: WebSocketConnection, peer: RawPeer, wire: RecordingStream) -> None:
+    start = len(wire.record)
+    for message, _ in MIXED:
+        await ours.send_message(message)
+        assert await wsproto_message(peer) == message  # wsproto inflated it on its own
+    assert rsv1_of_messages(wire.record[start:]) == [expected for _, expected in MIXED]
+
+
+async def test_our_server_decides_per_message_and_wsproto_inflates(
+        nursery: trio.Nursery) -> None:
+    server, peer, accepted = await wsproto_client(nursery, WsprotoDeflate(),
+                                                  wrap=RecordingStream)
+    assert isinstance(accepted, AcceptConnection) and accepted.extensions
+    assert isinstance(peer.stream, RecordingStream)
+    await send_mixed(server, peer, peer.stream)
+
+
+async def test_our_client_decides_per_message_and_wsproto_inflates(
+        nursery: trio.Nursery) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    wire = RecordingStream(server_stream)
+    peer = RawPeer(wire, ConnectionType.SERVER)
+    extension = WsprotoDeflate()
+
+    async def answer() -> None:
+        assert isinstance(await peer.next_event(), Request)
+        await peer.send(AcceptConnection(extensions=[extension]))
+
+    nursery.start_soon(answer)
+    client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+    assert extension.enabled()
+    await send_mixed(client, peer, wire)
+

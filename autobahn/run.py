@@ -25,7 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
-KOSOKU = [sys.executable, "-c", "from kosoku._cli import main; main()"]
+# kosoku, with its sections 12 and 13 given the bytes they hash (see kosoku_cli.py).
+KOSOKU = [sys.executable, str(HERE / "kosoku_cli.py")]
 
 
 def read_line(process: subprocess.Popen[str], stream: str, marker: str) -> str:

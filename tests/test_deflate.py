@@ -733,9 +733,10 @@ REAL_DECOMPRESSOBJ = zlib.decompressobj
     # passes the limit first: the usual close for size, and no more inflating.
     (0x1, 4 * 2**20, 50, TOO_BIG),
 ])
+@pytest.mark.parametrize("client", [False, True], ids=["server", "client"])
 def test_bomb_closes_with_1009_having_inflated_no_more_than_the_limit(
         monkeypatch: pytest.MonkeyPatch, opcode: int, limit: int, fragments: int,
-        expected: int) -> None:
+        expected: int, client: bool) -> None:
     CountingInflater.made = []
     monkeypatch.setattr(_deflate.zlib, "decompressobj", CountingInflater)
     # 64 MiB of zeros deflate to about 64 KiB.
@@ -745,9 +746,13 @@ def test_bomb_closes_with_1009_having_inflated_no_more_than_the_limit(
     assert len(body) < 2**17
     size = -(-len(body) // fragments)
     parts = [body[i:i + size] for i in range(0, len(body), size)]
+    # A client's frames are masked; a server's, which our client receives, are not.
     stream = b"".join(frame(0x0 if i else opcode, part, fin=i == len(parts) - 1,
-                            rsv=0 if i else RSV1) for i, part in enumerate(parts))
-    events = feed(server_protocol(max_message_size=2**20), stream)
+                            rsv=0 if i else RSV1, key=None if client else b"\x01\x02\x03\x04")
+                      for i, part in enumerate(parts))
+    protocol = (FrameProtocol(True, Deflate(True), 2**20) if client
+                else server_protocol(max_message_size=2**20))
+    events = feed(protocol, stream)
     assert len(CountingInflater.made) == 1
     inflated = CountingInflater.made[0].out
     if expected == FAIL:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import string
+import struct
 import zlib
 from typing import Any
 
@@ -23,6 +23,7 @@ from wsproto.events import AcceptConnection, Request
 from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 
 from trio_websocket import PerMessageDeflate, WebSocketConnection, wrap_client_stream
+from trio_websocket_core import _budget, _deflate
 from trio_websocket_core._deflate import _FEW_VALUES, _MANY_VALUES, MIN_SIZE, SAMPLE_FROM, Deflate
 from trio_websocket_core._protocol import MESSAGE, FrameProtocol
 
@@ -32,6 +33,7 @@ from .test_deflate import (
     CountingStream,
     deflated,
     feed,
+    open_pair,
     server_protocol,
     wsproto_client,
     wsproto_message,
@@ -41,12 +43,6 @@ from .test_protocol import frame
 JSON = json.dumps([{"id": i, "name": f"user {i}", "active": i % 3 == 0, "tags": ["a", "b"]}
                    for i in range(200)])
 assert len(JSON) > SAMPLE_FROM
-
-
-def random_ascii(size: int, seed: int) -> str:
-    """Text that does not shrink at these sizes: printable characters drawn at random."""
-    draw = random.Random(seed)
-    return "".join(draw.choice(string.printable) for _ in range(size))
 
 
 def compressed(protocol: FrameProtocol, message: str | bytes) -> bool:
@@ -66,66 +62,55 @@ def test_messages_under_the_minimum_go_as_they_are() -> None:
     assert compressed(protocol, b"\0" * MIN_SIZE)
 
 
-def test_large_random_binary_is_sampled_and_needs_no_compressor() -> None:
+@pytest.mark.parametrize("size", [MIN_SIZE, 100, 1000, SAMPLE_FROM, 2**20])
+def test_random_binary_of_any_size_goes_as_it_is_and_needs_no_compressor(size: int) -> None:
     deflate = Deflate(False)
     protocol = FrameProtocol(False, deflate)
-    for size in (SAMPLE_FROM, 2**20):
-        assert not compressed(protocol, os.urandom(size))
+    assert not any(compressed(protocol, os.urandom(size)) for _ in range(20))
     assert deflate._compressor is None  # a connection that never compresses holds no zlib state
 
 
-def test_sampling_reads_the_middle_of_a_message() -> None:
-    # A compressible header (as many file formats have) before random data.
+@pytest.mark.parametrize("size", [MIN_SIZE, 100, 1000, SAMPLE_FROM, 2**20])
+def test_text_and_structured_binary_of_any_size_are_compressed(size: int) -> None:
+    protocol = sender()
+    text = (JSON * (size // len(JSON) + 1))[:size]
+    packed = struct.pack(f"<{size // 4}i", *range(size // 4)) + bytes(size % 4)
+    assert compressed(protocol, text)
+    assert compressed(protocol, text.encode())
+    assert compressed(protocol, packed)
+
+
+def test_the_look_takes_bytes_from_across_the_message() -> None:
+    # A header that compresses before random data, and the other way about;
+    # a compressible stretch in the very middle of random data.
     protocol = sender()
     assert not compressed(protocol, bytes(1000) + os.urandom(64 * 1024))
+    assert not compressed(protocol, os.urandom(32 * 1024) + bytes(4096) + os.urandom(32 * 1024))
     assert compressed(protocol, os.urandom(1000) + bytes(64 * 1024))
 
 
-def test_a_sample_neither_plainly_text_nor_plainly_random_is_deflated_to_decide() -> None:
-    # About 100 distinct byte values in the sample: counting them settles nothing.
+def test_a_long_message_neither_plainly_text_nor_plainly_random_is_probed() -> None:
+    # 100-odd distinct values in the first look: it settles nothing.
     draw = random.Random(5)
-    scattered = bytes(draw.randrange(110) for _ in range(70000))  # no repeats to find
-    repeating = bytes(range(100)) * 700  # every 100 bytes again
+    scattered = bytes(draw.randrange(160) for _ in range(70000))  # 7.3 bits a byte, no repeats
+    repeating = bytes(draw.randrange(110) for _ in range(128)) * 550  # every 128 bytes again
     for message in (scattered, repeating):
-        middle = (len(message) - 256) // 2
-        assert _FEW_VALUES < len(set(message[middle:middle + 256])) < _MANY_VALUES
+        look = len(set(_deflate._spread(message, 256)))
+        assert _FEW_VALUES * 162 < look < _MANY_VALUES * 162
     protocol = sender()
     assert not compressed(protocol, scattered)
     assert compressed(protocol, repeating)
+    # Shorter than SAMPLE_FROM, compressing it is the test.
+    assert compressed(protocol, scattered[:SAMPLE_FROM - 1])
 
 
-def test_large_binary_that_shrinks_is_compressed() -> None:
+def test_mixed_small_messages_are_each_judged_alone() -> None:
+    # Events and random blobs interleaved: no blob holds back the events after it.
     protocol = sender()
-    assert compressed(protocol, JSON.encode())
-    assert compressed(protocol, bytes(2**20))
-
-
-def test_binary_that_does_not_shrink_backs_off_then_tries_again() -> None:
-    protocol = sender()
-    pattern = [compressed(protocol, os.urandom(1000)) for _ in range(1 + 8 + 1 + 16 + 1)]
-    # A miss, 8 skipped, a miss, 16 skipped, a retry: the skips double.
-    assert pattern == [True] + [False] * 8 + [True] + [False] * 16 + [True]
-    # One that shrinks on a retry ends the backing off.
-    for _ in range(32):
-        if compressed(protocol, bytes(1000)):
-            break
-    assert all(compressed(protocol, bytes(1000)) for _ in range(5))
-
-
-def test_each_kind_keeps_its_own_record() -> None:
-    protocol = sender()
-    assert compressed(protocol, os.urandom(1000))  # a miss for binary
-    assert not compressed(protocol, os.urandom(1000))
-    assert compressed(protocol, JSON[:1000])  # text is not held back by binary's misses
-    assert not compressed(protocol, os.urandom(1000))
-
-
-def test_text_that_does_not_shrink_backs_off_but_large_text_is_sampled() -> None:
-    protocol = sender()
-    assert compressed(protocol, random_ascii(60, 1))
-    assert not compressed(protocol, random_ascii(60, 2))  # backing off
-    assert compressed(protocol, JSON)  # large: sampled, and it shrinks
-    assert compressed(protocol, random_ascii(60, 3))  # the shrinking one reset the record
+    for i in range(50):
+        event = json.dumps({"seq": i, "kind": "update", "user": f"user-{i % 7}", "ok": True})
+        assert compressed(protocol, event)
+        assert not compressed(protocol, os.urandom(200))
 
 
 def test_always_and_never() -> None:
@@ -141,8 +126,11 @@ def test_never_still_inflates_what_the_peer_compresses() -> None:
 
 
 def test_the_setting_is_checked_and_reaches_both_roles() -> None:
-    with pytest.raises(ValueError, match="compress must be"):
-        PerMessageDeflate(compress="sometimes")  # type: ignore[arg-type]
+    for wrong in ("sometimes", ["auto"], None):
+        with pytest.raises(ValueError, match="compress must be"):
+            PerMessageDeflate(compress=wrong)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="compress must be"):
+            Deflate(True, compress=wrong)  # type: ignore[arg-type]
     settings = PerMessageDeflate(compress="never")
     agreed = Deflate.accept(settings, [Deflate.offer(settings)])
     assert agreed is not None
@@ -150,6 +138,7 @@ def test_the_setting_is_checked_and_reaches_both_roles() -> None:
     assert client is not None
     for deflate in (agreed[0], client):
         assert not deflate.wants(JSON.encode(), True)
+        assert "compress='never'" in repr(deflate)
 
 
 def test_skipped_messages_leave_the_context_as_the_peer_sees_it() -> None:
@@ -228,8 +217,8 @@ MIXED: list[tuple[str | bytes, bool]] = [  # a message, and whether it goes comp
     (JSON[:2000], True),
     (bytes(5000), True),  # binary that shrinks
     (b"\x01\x02", False),
-    (os.urandom(1000), True),  # small random binary: tried once...
-    (os.urandom(1000), False),  # ... then skipped
+    (os.urandom(1000), False),  # small random binary
+    ("event " * 20, True),  # right after it
     (JSON, True),
 ]
 
@@ -267,3 +256,18 @@ async def test_our_client_decides_per_message_and_wsproto_inflates(
     assert extension.enabled()
     await send_mixed(client, peer, wire)
 
+
+
+async def test_the_budget_counts_compression_only_for_messages_compressed(
+        nursery: trio.Nursery) -> None:
+    # Compressing costs far more a byte than sending, so a compressed message
+    # spends a unit per KiB (docs/api.md, "Scheduling"); one sent as it is, on
+    # the same connection, a unit per 16 KiB like any other.
+    client, server, _ = await open_pair(nursery, PerMessageDeflate(), PerMessageDeflate())
+    spent = []
+    for message in (os.urandom(64 * 1024), bytes(64 * 1024)):
+        _budget._left = 10_000  # far from empty: nothing yields, nothing refills
+        await client.send_message(message)
+        spent.append(10_000 - _budget._left)
+        assert await server.get_message() == message
+    assert spent == [1 + 4, 1 + 4 + 64]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import trio
 
-__all__ = ["BUDGET", "UNIT_BYTES", "UNIT_BYTES_COMPRESSED", "spend"]
+__all__ = ["BUDGET", "UNIT_BYTES", "UNIT_BYTES_COMPRESSED", "charge", "spend"]
 
 #: Units of work between two schedule points, at most.
 BUDGET = 64
@@ -38,3 +38,13 @@ async def spend(units: int) -> None:
     else:
         _left = BUDGET  # refilled before yielding: the tasks that run next start afresh
         await trio.lowlevel.checkpoint()
+
+
+def charge(units: int) -> None:
+    """Add ``units`` of work found out about after :func:`spend`, without yielding.
+
+    For a call that has already done work it cannot take back (a message
+    compressed for a write that must follow): the next call to spend pays.
+    """
+    global _left
+    _left -= units

@@ -38,7 +38,7 @@ from typing import Any
 import trio
 from wsproto.connection import ConnectionState
 
-from ._budget import UNIT_BYTES, UNIT_BYTES_COMPRESSED, spend
+from ._budget import UNIT_BYTES, UNIT_BYTES_COMPRESSED, charge, spend
 from ._close_reason import CloseReason, check_sendable_close_code
 from ._endpoint import Endpoint, stream_endpoints
 from ._exceptions import ConnectionClosed
@@ -79,6 +79,9 @@ RAW_SOCKET_IO = os.name == "posix" and os.environ.get("TRIO_WEBSOCKET_GENERIC_IO
 
 _READER_NAME = "trio_websocket reader"  # one string for every reader task
 _PONG_NAME = "trio_websocket pong"
+# Bytes per budget unit as shifts: sent as they are, and compressed on top of that.
+_SEND_SHIFT = UNIT_BYTES.bit_length() - 1
+_COMPRESS_SHIFT = UNIT_BYTES_COMPRESSED.bit_length() - 1
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
@@ -99,7 +102,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                  "_inbox", "_local", "_max_message_size", "_nursery", "_owed_pongs", "_path",
                  "_pings", "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
                  "_reader_parked", "_reader_scope", "_remote", "_sock", "_stream", "_subprotocol",
-                 "_unit_shift", "_writers", "_writing")
+                 "_writers", "_writing")
 
     def __init__(
         self,
@@ -135,8 +138,6 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # Payloads of pings not answered yet, oldest first (None: none owed).
         self._owed_pongs: list[bytes] | None = None
         self._broken = False  # nothing more can be written
-        self._unit_shift = (UNIT_BYTES_COMPRESSED if protocol.compresses else UNIT_BYTES
-                            ).bit_length() - 1
         # Plain TCP on POSIX: the socket, whose descriptor is used directly.
         # Its fileno() is asked before every use: -1 once anyone closed it.
         self._sock = (stream.socket if RAW_SOCKET_IO and type(stream) is trio.SocketStream
@@ -327,13 +328,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise self._closed_error()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
-        await spend(1 + (len(message) >> self._unit_shift))
+        await spend(1 + (len(message) >> _SEND_SHIFT))
         await self._take_writer()
         try:
             if self._closed is not None or protocol.state is not _OPEN:
                 raise self._closed_error()  # it closed while this send waited its turn
             # The compressor moves on only here, with the write certain to follow.
             frame = protocol.message(message)
+            if frame[0] & 0x40:  # RSV1: it was compressed, which costs far more a byte
+                charge(len(message) >> _COMPRESS_SHIFT)
             await self._write(frame)
             if type(frame) is memoryview:  # a long frame's pooled buffer
                 protocol.release(frame)

@@ -577,9 +577,8 @@ class FrameProtocol:
         first = 0x80 | opcode
         deflate = self._deflate
         if deflate is not None:
-            text = opcode == _TEXT
-            if deflate.wants(payload, text):
-                payload = deflate.compress(payload, text)
+            if deflate.wants(payload, opcode == _TEXT):
+                payload = deflate.compress(payload)
                 first |= 0x40  # RSV1: this message is compressed
         return self._frame_bytes(first, payload)
 

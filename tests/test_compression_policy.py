@@ -9,7 +9,6 @@ compressed (RSV1).
 from __future__ import annotations
 
 import json
-import os
 import random
 import struct
 import zlib
@@ -24,7 +23,16 @@ from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 
 from trio_websocket import PerMessageDeflate, WebSocketConnection, wrap_client_stream
 from trio_websocket_core import _budget, _deflate
-from trio_websocket_core._deflate import _FEW_VALUES, _MANY_VALUES, MIN_SIZE, SAMPLE_FROM, Deflate
+from trio_websocket_core._deflate import (
+    _FEW_VALUES,
+    _MANY_VALUES,
+    _PROBE_FROM,
+    _RECHECK_EVERY,
+    _RECHECK_FROM,
+    MIN_SIZE,
+    TEXT_LOOK_FROM,
+    Deflate,
+)
 from trio_websocket_core._protocol import MESSAGE, FrameProtocol
 
 from .conftest import RawPeer
@@ -42,7 +50,12 @@ from .test_protocol import frame
 
 JSON = json.dumps([{"id": i, "name": f"user {i}", "active": i % 3 == 0, "tags": ["a", "b"]}
                    for i in range(200)])
-assert len(JSON) > SAMPLE_FROM
+assert len(JSON) > TEXT_LOOK_FROM
+
+
+# Fixed random bytes: a fresh random draw looks "in between" once in a while
+# (a 32-byte one about once in a thousand), which would make a test flaky.
+DRAW = random.Random(13)
 
 
 def compressed(protocol: FrameProtocol, message: str | bytes) -> bool:
@@ -62,15 +75,16 @@ def test_messages_under_the_minimum_go_as_they_are() -> None:
     assert compressed(protocol, b"\0" * MIN_SIZE)
 
 
-@pytest.mark.parametrize("size", [MIN_SIZE, 100, 1000, SAMPLE_FROM, 2**20])
+@pytest.mark.parametrize("size", [MIN_SIZE, 100, 1000, _RECHECK_FROM, 2**20])
 def test_random_binary_of_any_size_goes_as_it_is_and_needs_no_compressor(size: int) -> None:
     deflate = Deflate(False)
     protocol = FrameProtocol(False, deflate)
-    assert not any(compressed(protocol, os.urandom(size)) for _ in range(20))
+    draw = random.Random(size)  # fixed bytes: a random draw may look in between, rarely
+    assert not any(compressed(protocol, draw.randbytes(size)) for _ in range(20))
     assert deflate._compressor is None  # a connection that never compresses holds no zlib state
 
 
-@pytest.mark.parametrize("size", [MIN_SIZE, 100, 1000, SAMPLE_FROM, 2**20])
+@pytest.mark.parametrize("size", [MIN_SIZE, 100, 1000, TEXT_LOOK_FROM, 2**20])
 def test_text_and_structured_binary_of_any_size_are_compressed(size: int) -> None:
     protocol = sender()
     text = (JSON * (size // len(JSON) + 1))[:size]
@@ -84,38 +98,72 @@ def test_the_look_takes_bytes_from_across_the_message() -> None:
     # A header that compresses before random data, and the other way about;
     # a compressible stretch in the very middle of random data.
     protocol = sender()
-    assert not compressed(protocol, bytes(1000) + os.urandom(64 * 1024))
-    assert not compressed(protocol, os.urandom(32 * 1024) + bytes(4096) + os.urandom(32 * 1024))
-    assert compressed(protocol, os.urandom(1000) + bytes(64 * 1024))
+    assert not compressed(protocol, bytes(1000) + DRAW.randbytes(64 * 1024))
+    middle = DRAW.randbytes(32 * 1024) + bytes(4096) + DRAW.randbytes(32 * 1024)
+    assert not compressed(protocol, middle)
+    assert compressed(protocol, DRAW.randbytes(1000) + bytes(64 * 1024))
 
 
-def test_a_long_message_neither_plainly_text_nor_plainly_random_is_probed() -> None:
+def test_a_message_neither_plainly_text_nor_plainly_random_is_probed() -> None:
     # 100-odd distinct values in the first look: it settles nothing.
     draw = random.Random(5)
     scattered = bytes(draw.randrange(160) for _ in range(70000))  # 7.3 bits a byte, no repeats
     repeating = bytes(draw.randrange(110) for _ in range(128)) * 550  # every 128 bytes again
-    for message in (scattered, repeating):
+    noisy = bytes(min(255, max(0, int(draw.gauss(128, 40)))) for _ in range(_PROBE_FROM))
+    for message in (scattered, repeating, noisy):
         look = len(set(_deflate._spread(message, 256)))
         assert _FEW_VALUES * 162 < look < _MANY_VALUES * 162
     protocol = sender()
     assert not compressed(protocol, scattered)
     assert compressed(protocol, repeating)
-    # Shorter than SAMPLE_FROM, compressing it is the test.
-    assert compressed(protocol, scattered[:SAMPLE_FROM - 1])
+    assert not compressed(protocol, noisy)  # would save under a tenth
+    # Under _PROBE_FROM, compressing it costs about as much as probing it.
+    assert compressed(protocol, noisy[:_PROBE_FROM - 1])
+
+
+def test_random_looking_messages_are_rechecked_for_repeats(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Binary ids from a small set: every byte value appears, yet each id repeats.
+    draw = random.Random(7)
+    ids = [draw.randbytes(16) for _ in range(200)]
+    manifest = b"".join(draw.choice(ids) for _ in range(4000))
+    assert len(set(_deflate._spread(manifest, 256))) >= _MANY_VALUES * 162
+    probes: list[int] = []
+    real_probe = _deflate._probe
+    monkeypatch.setattr(_deflate, "_probe",
+                        lambda payload, sample: probes.append(sample[0]) or real_probe(
+                            payload, sample))
+    protocol = sender()
+    # The first random-looking message is probed, and every one while they shrink.
+    assert all(compressed(protocol, manifest) for _ in range(5))
+    assert len(probes) == 5
+    # Random data: probed once, then one in _RECHECK_EVERY.
+    probes.clear()
+    noise = [draw.randbytes(_RECHECK_FROM) for _ in range(4)]
+    assert not any(compressed(protocol, noise[i % 4]) for i in range(2 * _RECHECK_EVERY + 1))
+    assert len(probes) == 3
+    # Below _RECHECK_FROM, random-looking messages are never probed.
+    probes.clear()
+    assert not any(compressed(protocol, draw.randbytes(_RECHECK_FROM - 1)) for _ in range(200))
+    assert probes == []
 
 
 def test_mixed_small_messages_are_each_judged_alone() -> None:
-    # Events and random blobs interleaved: no blob holds back the events after it.
+    # Events and random blobs interleaved, as text and as binary: no blob
+    # holds back the events after it.
     protocol = sender()
+    draw = random.Random(3)
     for i in range(50):
         event = json.dumps({"seq": i, "kind": "update", "user": f"user-{i % 7}", "ok": True})
         assert compressed(protocol, event)
-        assert not compressed(protocol, os.urandom(200))
+        assert not compressed(protocol, draw.randbytes(200))
+        assert compressed(protocol, event.encode())
+        assert not compressed(protocol, draw.randbytes(1000))
 
 
 def test_always_and_never() -> None:
     always, never = sender(compress="always"), sender(compress="never")
-    for message in ("", "a", os.urandom(2**20), JSON):
+    for message in ("", "a", DRAW.randbytes(2**20), JSON):
         assert compressed(always, message)
         assert not compressed(never, message)
 
@@ -148,7 +196,7 @@ def test_skipped_messages_leave_the_context_as_the_peer_sees_it() -> None:
     # repeat could not reach back to the first.
     protocol, peer = sender(server_max_window_bits=12), zlib.decompressobj(-12)
     short = JSON[:1500]
-    messages: list[str | bytes] = [short, os.urandom(8192), "ok", os.urandom(100), short]
+    messages: list[str | bytes] = [short, DRAW.randbytes(8192), "ok", DRAW.randbytes(100), short]
     sizes = []
     for message in messages:
         wire = bytes(protocol.message(message))
@@ -212,13 +260,13 @@ def rsv1_of_messages(wire: bytes | bytearray) -> list[bool]:
 
 MIXED: list[tuple[str | bytes, bool]] = [  # a message, and whether it goes compressed
     (JSON, True),
-    (os.urandom(64 * 1024), False),  # random binary, sampled
+    (DRAW.randbytes(64 * 1024), False),  # random binary, sampled
     ("ok", False),  # tiny
     (JSON[:2000], True),
     (bytes(5000), True),  # binary that shrinks
     (b"\x01\x02", False),
-    (os.urandom(1000), False),  # small random binary
-    ("event " * 20, True),  # right after it
+    (DRAW.randbytes(1000), False),  # small random binary
+    (bytes(range(60)) * 3, True),  # binary right after it
     (JSON, True),
 ]
 
@@ -265,9 +313,12 @@ async def test_the_budget_counts_compression_only_for_messages_compressed(
     # the same connection, a unit per 16 KiB like any other.
     client, server, _ = await open_pair(nursery, PerMessageDeflate(), PerMessageDeflate())
     spent = []
-    for message in (os.urandom(64 * 1024), bytes(64 * 1024)):
-        _budget._left = 10_000  # far from empty: nothing yields, nothing refills
-        await client.send_message(message)
-        spent.append(10_000 - _budget._left)
-        assert await server.get_message() == message
+    try:
+        for message in (random.Random(1).randbytes(64 * 1024), bytes(64 * 1024)):
+            _budget._left = 10_000  # far from empty: nothing yields, nothing refills
+            await client.send_message(message)
+            spent.append(10_000 - _budget._left)
+            assert await server.get_message() == message
+    finally:
+        _budget._left = _budget.BUDGET  # as the next test expects to find it
     assert spent == [1 + 4, 1 + 4 + 64]

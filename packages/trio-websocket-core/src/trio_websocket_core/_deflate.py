@@ -16,8 +16,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["DEFAULT_COMPRESSION", "MIN_SIZE", "NAME", "SAMPLE_FROM", "Deflate", "InflateError",
-           "PerMessageDeflate"]
+__all__ = ["DEFAULT_COMPRESSION", "MIN_SIZE", "NAME", "TEXT_LOOK_FROM", "WORTH", "Deflate",
+           "InflateError", "PerMessageDeflate"]
 
 #: The extension's token in Sec-WebSocket-Extensions.
 NAME = "permessage-deflate"
@@ -43,30 +43,34 @@ _ESCAPE = re.compile(r"\\(.)")
 #: packet, for about as much CPU as the rest of sending it
 #: (bench/compression_on_off.py; docs/compression.md).
 MIN_SIZE = 32
-#: Messages this long or longer whose byte values neither say "text-like" nor
-#: "random" are judged by deflating a sample; shorter ones are simply compressed.
-SAMPLE_FROM = 4096
+#: Text shorter than this is compressed without a look (see Deflate.wants).
+TEXT_LOOK_FROM = 4096
 #: A message (or sample) worth compressing deflates to at most this share of its size.
 WORTH = 0.9
 # First look: the distinct byte values in 256 bytes taken from four places
 # (1/8, 3/8, 5/8 and 7/8 of the way through, so neither a file's header nor
 # one odd stretch decides), against what as many random bytes would hold
 # (162 of 256). At most _FEW_VALUES of that: text, markup, most structured
-# binary; compress. At least _MANY_VALUES: random, compressed or encrypted;
-# do not. About 3 us.
+# binary; compress. At least _MANY_VALUES: random, compressed or encrypted.
+# About 3-5 us.
 _LOOK_SIZE = 256
 _FEW_VALUES = 0.4
 _MANY_VALUES = 0.85
 # Expected distinct values in n random bytes, for n up to _LOOK_SIZE.
 _RANDOM_VALUES = [256 * (1 - (255 / 256) ** n) for n in range(_LOOK_SIZE + 1)]
-# Second look, for a long message in between: 1 KiB from the same four places,
-# deflated by a throwaway compressor at the fastest level with a 1 KiB window
-# (10-40 us). On 173 files and synthetic payloads (shared objects, PNG, gzip,
-# .pyc, packed numbers, PCM, base64, JSON, random) this kept 99.9% of what
-# compressing every message saved and compressed none in vain.
-_PROBE_SIZE = 1024
-_PROBE_WINDOW_BITS = 10
-_PROBE_MEM_LEVEL = 4
+# In between, a message of _PROBE_FROM bytes or more is probed: 1 KiB from the
+# same four places, deflated by a throwaway compressor at the fastest level
+# with a 1 KiB window (10-40 us); a shorter one is compressed.
+_PROBE_FROM = 1024
+_PROBE = (1024, 10)  # sample size, window bits
+# Random-looking messages of _RECHECK_FROM bytes or more are probed now and
+# then, with 4 KiB and our default 4 KiB window, for repeats the look cannot
+# see (a list of binary ids or hashes from a small set): the first of them on
+# a connection, then one in _RECHECK_EVERY; once one shrinks, every one until
+# one does not.
+_RECHECK_FROM = 4096
+_RECHECK = (4096, 12)
+_RECHECK_EVERY = 64
 # compress= -> what Deflate.wants answers without looking (None: it looks).
 _MODES: dict[str, bool | None] = {"auto": None, "always": True, "never": False}
 
@@ -82,23 +86,12 @@ def _spread(payload: bytes, size: int) -> bytes:
                                    7 * length // 8))
 
 
-def shrinks(payload: bytes) -> bool:
-    """Whether ``payload`` looks like it deflates to at most :data:`WORTH` of its size.
-
-    Nothing here touches a connection's compressor, so asking never moves
-    the compression context on.
-    """
-    look = _spread(payload, _LOOK_SIZE)
-    values = len(set(look))
-    random_values = _RANDOM_VALUES[len(look)]
-    if values >= _MANY_VALUES * random_values:
-        return False
-    if values <= _FEW_VALUES * random_values or len(payload) < SAMPLE_FROM:
-        return True  # a short one: compressing it is the test, at a bounded cost
-    probe = _spread(payload, _PROBE_SIZE)
-    compressor = zlib.compressobj(1, zlib.DEFLATED, -_PROBE_WINDOW_BITS, _PROBE_MEM_LEVEL)
-    size = len(compressor.compress(probe)) + len(compressor.flush())
-    return size <= WORTH * len(probe)
+def _probe(payload: bytes, sample: tuple[int, int]) -> bool:
+    """Whether a sample of ``payload`` deflates to at most :data:`WORTH` of its size."""
+    size, window_bits = sample
+    probe = _spread(payload, size)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -window_bits, 4)
+    return len(compressor.compress(probe)) + len(compressor.flush()) <= WORTH * len(probe)
 
 
 class PerMessageDeflate:
@@ -234,13 +227,13 @@ class Deflate:
         "_left",
         "_level",
         "_mem_level",
-        "_misses",
         "_mode",
         "_receive_bits",
         "_receive_reset",
+        "_recheck",
+        "_repeats",
         "_send_bits",
         "_send_reset",
-        "_skips",
         "client",
         "client_max_window_bits",
         "client_no_context_takeover",
@@ -271,6 +264,10 @@ class Deflate:
         if not isinstance(compress, str) or compress not in _MODES:
             raise ValueError(f"compress must be 'auto', 'always' or 'never', not {compress!r}")
         self._mode = _MODES[compress]
+        # Random-looking messages still to pass before the next is probed,
+        # and whether the last one probed shrank.
+        self._recheck = 0
+        self._repeats = False
         if client:
             self._send_bits, self._send_reset = client_max_window_bits, client_no_context_takeover
             self._receive_bits = server_max_window_bits
@@ -452,7 +449,24 @@ class Deflate:
         size = len(payload)
         if size < MIN_SIZE:
             return False
-        return (text and size < SAMPLE_FROM) or shrinks(payload)
+        if text and size < TEXT_LOOK_FROM:
+            return True
+        look = _spread(payload, _LOOK_SIZE)
+        values = len(set(look))
+        random_values = _RANDOM_VALUES[len(look)]
+        if values >= _MANY_VALUES * random_values:
+            if size < _RECHECK_FROM:
+                return False
+            if not self._repeats:
+                self._recheck -= 1
+                if self._recheck > 0:
+                    return False
+                self._recheck = _RECHECK_EVERY
+            self._repeats = _probe(payload, _RECHECK)
+            return self._repeats
+        if values <= _FEW_VALUES * random_values or size < _PROBE_FROM:
+            return True
+        return _probe(payload, _PROBE)
 
     def compress(self, message: bytes | bytearray | memoryview) -> bytes:
         """The payload of one whole message, compressed (send it with RSV1 set)."""

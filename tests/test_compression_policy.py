@@ -111,7 +111,7 @@ def test_a_message_neither_plainly_text_nor_plainly_random_is_probed() -> None:
     repeating = bytes(draw.randrange(110) for _ in range(128)) * 550  # every 128 bytes again
     noisy = bytes(min(255, max(0, int(draw.gauss(128, 40)))) for _ in range(_PROBE_FROM))
     for message in (scattered, repeating, noisy):
-        look = len(set(_deflate._spread(message, 256)))
+        look = len(set(b"".join(_deflate._spread(message, 256))))
         assert _FEW_VALUES * 162 < look < _MANY_VALUES * 162
     protocol = sender()
     assert not compressed(protocol, scattered)
@@ -121,31 +121,65 @@ def test_a_message_neither_plainly_text_nor_plainly_random_is_probed() -> None:
     assert compressed(protocol, noisy[:_PROBE_FROM - 1])
 
 
+def id_list(draw: random.Random, pool: int = 200, size: int = 64_000) -> bytes:
+    """Binary ids from a small set: every byte value appears, yet each id repeats."""
+    ids = [draw.randbytes(16) for _ in range(pool)]
+    return b"".join(draw.choice(ids) for _ in range(size // 16))
+
+
+def counting_probes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """Record the sample of every probe from now on."""
+    probes: list[tuple[int, int, int]] = []
+    real_probe = _deflate._probe
+
+    def probe(payload: bytes, sample: tuple[int, int, int], window_bits: int,
+              joined: bool) -> bool:
+        probes.append(sample)
+        return real_probe(payload, sample, window_bits, joined)
+
+    monkeypatch.setattr(_deflate, "_probe", probe)
+    return probes
+
+
 def test_random_looking_messages_are_rechecked_for_repeats(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # Binary ids from a small set: every byte value appears, yet each id repeats.
     draw = random.Random(7)
-    ids = [draw.randbytes(16) for _ in range(200)]
-    manifest = b"".join(draw.choice(ids) for _ in range(4000))
-    assert len(set(_deflate._spread(manifest, 256))) >= _MANY_VALUES * 162
-    probes: list[int] = []
-    real_probe = _deflate._probe
-    monkeypatch.setattr(_deflate, "_probe",
-                        lambda payload, sample: probes.append(sample[0]) or real_probe(
-                            payload, sample))
+    manifest = id_list(draw)
+    assert len(set(b"".join(_deflate._spread(manifest, 256)))) >= _MANY_VALUES * 162
+    probes = counting_probes(monkeypatch)
     protocol = sender()
     # The first random-looking message is probed, and every one while they shrink.
     assert all(compressed(protocol, manifest) for _ in range(5))
-    assert len(probes) == 5
-    # Random data: probed once, then one in _RECHECK_EVERY.
-    probes.clear()
+    assert probes == [_deflate._RECHECK] * 5
+    # Random data: after each probe that fails, the next comes 1, 2, 4 ... 64 later.
     noise = [draw.randbytes(_RECHECK_FROM) for _ in range(4)]
-    assert not any(compressed(protocol, noise[i % 4]) for i in range(2 * _RECHECK_EVERY + 1))
-    assert len(probes) == 3
+    probed = []
+    for i in range(256):
+        before = len(probes)
+        assert not compressed(protocol, noise[i % 4])
+        if len(probes) > before:
+            probed.append(i)
+    assert probed == [0, 1, 3, 7, 15, 31, 63, 127, 191, 255]
+    assert _RECHECK_EVERY == 64
     # Below _RECHECK_FROM, random-looking messages are never probed.
     probes.clear()
     assert not any(compressed(protocol, draw.randbytes(_RECHECK_FROM - 1)) for _ in range(200))
     assert probes == []
+
+
+def test_id_lists_between_random_messages_are_all_compressed() -> None:
+    draw = random.Random(8)
+    protocol = sender()
+    for _ in range(20):
+        assert compressed(protocol, id_list(draw))
+        assert not compressed(protocol, draw.randbytes(8192))
+
+
+def test_probes_use_the_window_the_peer_agreed() -> None:
+    # Ids repeat every few KiB: within our default 4 KiB window, beyond a 512-byte one.
+    manifest = id_list(random.Random(9))
+    assert compressed(sender(server_max_window_bits=12), manifest)
+    assert not compressed(sender(server_max_window_bits=9), manifest)
 
 
 def test_mixed_small_messages_are_each_judged_alone() -> None:

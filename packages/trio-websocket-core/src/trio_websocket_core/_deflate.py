@@ -59,39 +59,57 @@ _MANY_VALUES = 0.85
 # Expected distinct values in n random bytes, for n up to _LOOK_SIZE.
 _RANDOM_VALUES = [256 * (1 - (255 / 256) ** n) for n in range(_LOOK_SIZE + 1)]
 # In between, a message of _PROBE_FROM bytes or more is probed: 1 KiB from the
-# same four places, deflated by a throwaway compressor at the fastest level
-# with a 1 KiB window (10-40 us); a shorter one is compressed.
+# same four places, deflated together by a throwaway compressor at the
+# fastest level with a 1 KiB window (10-45 us); a shorter one is compressed.
+# (Deflated together, the four pieces share one Huffman table, which a 256-byte
+# piece alone would pay dearly for; the price is that pieces which happen to
+# repeat each other, as in a random block sent twice, look compressible.)
 _PROBE_FROM = 1024
-_PROBE = (1024, 10)  # sample size, window bits
+_PROBE = (1024, 4, 10)  # sample size, pieces, window bits
 # Random-looking messages of _RECHECK_FROM bytes or more are probed now and
-# then, with 4 KiB and our default 4 KiB window, for repeats the look cannot
-# see (a list of binary ids or hashes from a small set): the first of them on
-# a connection, then one in _RECHECK_EVERY; once one shrinks, every one until
-# one does not.
+# then for repeats the look cannot see (a list of binary ids or hashes from a
+# small set): two stretches of 2 KiB (1/4 and 3/4 of the way through), each
+# deflated on its own with a 4 KiB window, so only repeats within a stretch,
+# which the connection's compressor would find too, count. The first such
+# message on a connection is probed; after one that does not shrink the next
+# probe comes 1, 2, 4 ... up to _RECHECK_EVERY random-looking messages later;
+# after one that shrinks, every one is probed until one does not.
 _RECHECK_FROM = 4096
-_RECHECK = (4096, 12)
+_RECHECK = (4096, 2, 12)
 _RECHECK_EVERY = 64
 # compress= -> what Deflate.wants answers without looking (None: it looks).
 _MODES: dict[str, bool | None] = {"auto": None, "always": True, "never": False}
 
 
-def _spread(payload: bytes, size: int) -> bytes:
-    """``size`` bytes of ``payload`` in four equal parts from across it (all of a short one)."""
+def _spread(payload: bytes, size: int, pieces: int = 4) -> list[bytes]:
+    """``size`` bytes of ``payload`` as ``pieces`` equal stretches from across it.
+
+    Piece ``i`` is centred ``(2i + 1) / (2 * pieces)`` of the way through (for
+    four: 1/8, 3/8, 5/8, 7/8). A payload no longer than ``size`` is one piece.
+    """
     length = len(payload)
     if length <= size:
-        return payload
-    part = size // 4
-    return b"".join(payload[centre - part // 2:centre - part // 2 + part]
-                    for centre in (length // 8, 3 * length // 8, 5 * length // 8,
-                                   7 * length // 8))
+        return [payload]
+    part = size // pieces
+    starts = ((2 * i + 1) * length // (2 * pieces) - part // 2 for i in range(pieces))
+    return [payload[start:start + part] for start in starts]
 
 
-def _probe(payload: bytes, sample: tuple[int, int]) -> bool:
-    """Whether a sample of ``payload`` deflates to at most :data:`WORTH` of its size."""
-    size, window_bits = sample
-    probe = _spread(payload, size)
-    compressor = zlib.compressobj(1, zlib.DEFLATED, -window_bits, 4)
-    return len(compressor.compress(probe)) + len(compressor.flush()) <= WORTH * len(probe)
+def _probe(payload: bytes, sample: tuple[int, int, int], window_bits: int, joined: bool) -> bool:
+    """Whether a sample of ``payload`` deflates to at most :data:`WORTH` of its size.
+
+    ``joined``: the pieces are deflated as one stream; else each on its own
+    (a full flush between them, whose 4-byte marker is not counted).
+    """
+    size, pieces, bits = sample
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -min(bits, window_bits), 4)
+    parts = _spread(payload, size, pieces)
+    if joined:
+        out = len(compressor.compress(b"".join(parts))) + len(compressor.flush())
+    else:
+        out = sum(len(compressor.compress(part)) + len(compressor.flush(zlib.Z_FULL_FLUSH)) - 4
+                  for part in parts)
+    return out <= WORTH * sum(map(len, parts))
 
 
 class PerMessageDeflate:
@@ -104,11 +122,14 @@ class PerMessageDeflate:
     ``compress`` says which of our messages we compress; whatever it is, we
     inflate every compressed message the peer sends. ``"auto"`` compresses a
     message only if it is likely to shrink: not under :data:`MIN_SIZE`
-    bytes, and not when a look at a sample says it is random or already
-    compressed (see docs/compression.md). ``"always"`` compresses every
-    message, ``"never"`` none (the peer may still compress to us). ``*_max_window_bits`` (9 to
-    15) bound the LZ77 window each side compresses with, which is most of the
-    memory a compressing connection holds; ``*_no_context_takeover`` resets
+    bytes, and not when a look at samples of it says it is random or already
+    compressed, unless a probe finds repeats (see docs/compression.md).
+    ``"always"`` compresses every message, ``"never"`` none (the peer may
+    still compress to us).
+
+    ``*_max_window_bits`` (9 to 15) bound the LZ77 window each side
+    compresses with, which is most of the memory a compressing connection
+    holds; ``*_no_context_takeover`` resets
     that side's compressor after every message, trading ratio for memory
     between messages. ``compress_level`` (0 to 9) and ``mem_level`` (1 to 9)
     tune our own compressor, as in :func:`zlib.compressobj`.
@@ -223,6 +244,7 @@ class Deflate:
 
     __slots__ = (
         "_compressor",
+        "_gap",
         "_inflater",
         "_left",
         "_level",
@@ -265,8 +287,10 @@ class Deflate:
             raise ValueError(f"compress must be 'auto', 'always' or 'never', not {compress!r}")
         self._mode = _MODES[compress]
         # Random-looking messages still to pass before the next is probed,
-        # and whether the last one probed shrank.
+        # the wait after the next probe that fails, and whether the last one
+        # probed shrank.
         self._recheck = 0
+        self._gap = 1
         self._repeats = False
         if client:
             self._send_bits, self._send_reset = client_max_window_bits, client_no_context_takeover
@@ -451,7 +475,7 @@ class Deflate:
             return False
         if text and size < TEXT_LOOK_FROM:
             return True
-        look = _spread(payload, _LOOK_SIZE)
+        look = b"".join(_spread(payload, _LOOK_SIZE))
         values = len(set(look))
         random_values = _RANDOM_VALUES[len(look)]
         if values >= _MANY_VALUES * random_values:
@@ -461,12 +485,15 @@ class Deflate:
                 self._recheck -= 1
                 if self._recheck > 0:
                     return False
-                self._recheck = _RECHECK_EVERY
-            self._repeats = _probe(payload, _RECHECK)
+            self._repeats = _probe(payload, _RECHECK, self._send_bits, joined=False)
+            if self._repeats:
+                self._gap = 1
+            else:
+                self._recheck, self._gap = self._gap, min(2 * self._gap, _RECHECK_EVERY)
             return self._repeats
         if values <= _FEW_VALUES * random_values or size < _PROBE_FROM:
             return True
-        return _probe(payload, _PROBE)
+        return _probe(payload, _PROBE, self._send_bits, joined=True)
 
     def compress(self, message: bytes | bytearray | memoryview) -> bytes:
         """The payload of one whole message, compressed (send it with RSV1 set)."""

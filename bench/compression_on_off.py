@@ -31,7 +31,9 @@ from trio_websocket import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "peers"))
 from deflate_settings import json_messages
+from payloads import wire_bytes
 
 
 async def echo(request: WebSocketRequest) -> None:
@@ -41,13 +43,6 @@ async def echo(request: WebSocketRequest) -> None:
             await ws.send_message(await ws.get_message())
     except ConnectionClosed:
         pass
-
-
-def wire_bytes() -> int:
-    """IP bytes this machine has sent so far, loopback included."""
-    with open("/proc/net/netstat") as netstat:
-        names, values = (line.split() for line in netstat if line.startswith("IpExt:"))
-    return int(values[names.index("OutOctets")])
 
 
 async def run(messages: list[bytes | str], compression: PerMessageDeflate | None

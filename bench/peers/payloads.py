@@ -16,7 +16,11 @@ benchmark on a quiet one (other traffic can only inflate it).
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 TEXT_COUNT = 2000
 TEXT_SIZE = 16 * 1024
@@ -56,3 +60,34 @@ def wire_bytes() -> int:
     with open("/proc/net/netstat") as netstat:
         names, values = (line.split() for line in netstat if line.startswith("IpExt:"))
     return int(values[names.index("OutOctets")])
+
+
+def random_blobs(count: int = 4) -> list[bytes]:
+    """``count`` different random messages of BINARY_SIZE bytes."""
+    return [os.urandom(BINARY_SIZE) for _ in range(count)]
+
+
+#: workload -> (its distinct messages, how many are echoed in all)
+WORKLOADS: dict[str, tuple[Callable[[], list[Any]], int]] = {
+    "text": (json_texts, TEXT_COUNT),
+    "binary": (random_blobs, BINARY_COUNT),
+}
+
+
+async def measured_echo(send: Callable[[Any], Awaitable[Any]],
+                        receive: Callable[[], Awaitable[Any]], workload: str) -> dict[str, float]:
+    """Echo a workload's messages one after another (any library, trio or asyncio).
+
+    Returns the report the benchmark reads: MB/s of payload, the bytes on the
+    wire meanwhile, and the payload both ways.
+    """
+    make, count = WORKLOADS[workload]
+    messages = make()
+    size = sum(len(messages[i % len(messages)]) for i in range(count))
+    wire = wire_bytes()
+    start = time.perf_counter()
+    for i in range(count):
+        await send(messages[i % len(messages)])
+        await receive()
+    seconds = time.perf_counter() - start
+    return {"value": size / 1e6 / seconds, "wire": wire_bytes() - wire, "payload": 2 * size}

@@ -18,7 +18,7 @@ import sys
 import time
 
 import trio
-from payloads import BINARY_COUNT, BINARY_SIZE, TEXT_COUNT, json_texts, wire_bytes
+from payloads import measured_echo
 from stall import COUNT, LIMIT, Sibling, result
 
 import trio_websocket as tw
@@ -118,25 +118,14 @@ async def large(url):
         return 64 * 2**20 / 1e6 / (time.perf_counter() - start)
 
 
-async def echo_all(url, messages, count):
-    """Echo ``count`` messages at the library's defaults: MB/s and the bytes moved."""
-    async with tw.open_websocket_url(url) as ws:
-        size = sum(len(messages[i % len(messages)]) for i in range(count))
-        wire = wire_bytes()
-        start = time.perf_counter()
-        for i in range(count):
-            await ws.send_message(messages[i % len(messages)])
-            await ws.get_message()
-        seconds = time.perf_counter() - start
-        return {"value": size / 1e6 / seconds, "wire": wire_bytes() - wire, "payload": 2 * size}
-
-
 async def text(url):
-    return await echo_all(url, json_texts(), TEXT_COUNT)
+    async with tw.open_websocket_url(url) as ws:
+        return await measured_echo(ws.send_message, ws.get_message, "text")
 
 
 async def binary(url):
-    return await echo_all(url, [os.urandom(BINARY_SIZE) for _ in range(4)], BINARY_COUNT)
+    async with tw.open_websocket_url(url) as ws:
+        return await measured_echo(ws.send_message, ws.get_message, "binary")
 
 
 async def conns(url):

@@ -16,7 +16,7 @@ import resource
 import sys
 import time
 
-from payloads import BINARY_COUNT, BINARY_SIZE, TEXT_COUNT, json_texts, wire_bytes
+from payloads import measured_echo
 from stall import COUNT, LIMIT, Sibling, result
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
@@ -98,25 +98,14 @@ async def large(url):
         return 64 * 2**20 / 1e6 / (time.perf_counter() - start)
 
 
-async def echo_all(url, messages, count):
-    """Echo ``count`` messages at the library's defaults: MB/s and the bytes moved."""
-    async with ws_connect(url, compression="deflate") as ws:
-        size = sum(len(messages[i % len(messages)]) for i in range(count))
-        wire = wire_bytes()
-        start = time.perf_counter()
-        for i in range(count):
-            await ws.send(messages[i % len(messages)])
-            await ws.recv()
-        seconds = time.perf_counter() - start
-        return {"value": size / 1e6 / seconds, "wire": wire_bytes() - wire, "payload": 2 * size}
-
-
 async def text(url):
-    return await echo_all(url, json_texts(), TEXT_COUNT)
+    async with ws_connect(url, compression="deflate") as ws:
+        return await measured_echo(ws.send, ws.recv, "text")
 
 
 async def binary(url):
-    return await echo_all(url, [os.urandom(BINARY_SIZE) for _ in range(4)], BINARY_COUNT)
+    async with ws_connect(url, compression="deflate") as ws:
+        return await measured_echo(ws.send, ws.recv, "binary")
 
 
 async def conns(url):

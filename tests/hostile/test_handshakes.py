@@ -228,6 +228,20 @@ async def exchange(served: Served, request: bytes) -> bytes:
         return await read_to_end(stream)
 
 
+async def response_status(served: Served, request: bytes) -> int:
+    """Send ``request`` and return the status of the head the server answers with."""
+    with trio.fail_after(PROMPT):
+        stream = await raw_connect(served)
+        async with stream:
+            await stream.send_all(request)
+            response = bytearray()
+            while b"\r\n\r\n" not in response:
+                data = await stream.receive_some()
+                assert data, f"closed after {bytes(response)!r}"
+                response += data
+    return parse_response(bytes(response))[0]
+
+
 def assert_refused(response: bytes, status: int) -> None:
     """A complete refusal: the status, an exact Content-Length, and ``Connection: close``."""
     got, headers, body = parse_response(response)
@@ -385,16 +399,7 @@ async def test_head_limit_is_exactly_max_head_size(
     padding = size - len(extra(b"X-Pad: "))
     request = extra(b"X-Pad: " + b"p" * padding)
     assert len(request) == size
-    with trio.fail_after(PROMPT):
-        stream = await raw_connect(served)
-        async with stream:
-            await stream.send_all(request)
-            response = bytearray()
-            while b"\r\n\r\n" not in response:
-                data = await stream.receive_some()
-                assert data, f"closed after {bytes(response)!r}"
-                response += data
-    assert parse_response(bytes(response))[0] == status
+    assert await response_status(served, request) == status
     await assert_serving(served, *(["/hostile"] if status == 101 else []))
 
 
@@ -407,16 +412,7 @@ async def test_header_count_limit_is_exactly_max_headers(
     served = await start_server()
     request = extra(*(b"X-Pad-%03d: p" % i for i in range(count - len(GOOD_REQUEST))))
     assert request.count(b"\r\n") - 2 == count
-    with trio.fail_after(PROMPT):
-        stream = await raw_connect(served)
-        async with stream:
-            await stream.send_all(request)
-            response = bytearray()
-            while b"\r\n\r\n" not in response:
-                data = await stream.receive_some()
-                assert data, f"closed after {bytes(response)!r}"
-                response += data
-    assert parse_response(bytes(response))[0] == status
+    assert await response_status(served, request) == status
     await assert_serving(served, *(["/hostile"] if status == 101 else []))
 
 

@@ -81,6 +81,13 @@ _RECHECK_EVERY = 64
 _MODES: dict[str, bool | None] = {"auto": None, "always": True, "never": False}
 
 
+def _mode_of(compress: object) -> bool | None:
+    """What ``compress=`` means for :meth:`Deflate.wants`; a ValueError if it means nothing."""
+    if not isinstance(compress, str) or compress not in _MODES:
+        raise ValueError(f"compress must be 'auto', 'always' or 'never', not {compress!r}")
+    return _MODES[compress]
+
+
 def _spread(payload: bytes, size: int, pieces: int = 4) -> list[bytes]:
     """``size`` bytes of ``payload`` as ``pieces`` equal stretches from across it.
 
@@ -129,10 +136,10 @@ class PerMessageDeflate:
 
     ``*_max_window_bits`` (9 to 15) bound the LZ77 window each side
     compresses with, which is most of the memory a compressing connection
-    holds; ``*_no_context_takeover`` resets
-    that side's compressor after every message, trading ratio for memory
-    between messages. ``compress_level`` (0 to 9) and ``mem_level`` (1 to 9)
-    tune our own compressor, as in :func:`zlib.compressobj`.
+    holds; ``*_no_context_takeover`` resets that side's compressor after
+    every message, trading ratio for memory between messages.
+    ``compress_level`` (0 to 9) and ``mem_level`` (1 to 9) tune our own
+    compressor, as in :func:`zlib.compressobj`.
 
     The defaults (windows of 2**12 bytes, level 3, memory level 5) hold about
     49 KiB per compressing connection against 301 KiB for zlib's own
@@ -171,8 +178,7 @@ class PerMessageDeflate:
             raise ValueError(f"compress_level must be from 0 to 9, not {compress_level}")
         if not 1 <= mem_level <= 9:
             raise ValueError(f"mem_level must be from 1 to 9, not {mem_level}")
-        if not isinstance(compress, str) or compress not in _MODES:
-            raise ValueError(f"compress must be 'auto', 'always' or 'never', not {compress!r}")
+        _mode_of(compress)
         self.compress = compress
         self.client_max_window_bits = client_max_window_bits
         self.server_max_window_bits = server_max_window_bits
@@ -283,9 +289,7 @@ class Deflate:
         self.server_no_context_takeover = server_no_context_takeover
         self._level = compress_level
         self._mem_level = mem_level
-        if not isinstance(compress, str) or compress not in _MODES:
-            raise ValueError(f"compress must be 'auto', 'always' or 'never', not {compress!r}")
-        self._mode = _MODES[compress]
+        self._mode = _mode_of(compress)
         # Random-looking messages still to pass before the next is probed,
         # the wait after the next probe that fails, and whether the last one
         # probed shrank.

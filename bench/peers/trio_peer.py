@@ -17,6 +17,7 @@ import resource
 import sys
 import time
 
+import tls
 import trio
 from payloads import measured_echo
 from stall import COUNT, LIMIT, Sibling, result
@@ -25,6 +26,7 @@ import trio_websocket as tw
 
 HAS_COMPRESSION = "compression" in inspect.signature(tw.serve_websocket).parameters
 OFF = {"compression": None} if HAS_COMPRESSION else {}
+TLS = {"ssl_context": tls.client_context()} if tls.enabled() else {}
 SMALL = "x" * 32
 BURST_QUEUED: trio.Event  # set by the server once a /burst client has queued all of it
 
@@ -77,13 +79,13 @@ async def serve(max_size: int, defaults: bool) -> None:
     settings = {} if defaults else OFF
     async with trio.open_nursery() as nursery:
         server = await nursery.start(lambda task_status: tw.serve_websocket(
-            echo, "127.0.0.1", 0, None, max_message_size=max_size, task_status=task_status,
-            **settings))
+            echo, "127.0.0.1", 0, tls.server_context(), max_message_size=max_size,
+            task_status=task_status, **settings))
         print(f"PORT {server.port}", flush=True)
 
 
 def connect(url):
-    return tw.open_websocket_url(url, **OFF)
+    return tw.open_websocket_url(url, **OFF, **TLS)
 
 
 async def rtt(url):
@@ -119,12 +121,12 @@ async def large(url):
 
 
 async def text(url):
-    async with tw.open_websocket_url(url) as ws:
+    async with tw.open_websocket_url(url, **TLS) as ws:
         return await measured_echo(ws.send_message, ws.get_message, "text")
 
 
 async def binary(url):
-    async with tw.open_websocket_url(url) as ws:
+    async with tw.open_websocket_url(url, **TLS) as ws:
         return await measured_echo(ws.send_message, ws.get_message, "binary")
 
 
@@ -196,7 +198,7 @@ async def stall_get(url):
     base = url.rstrip("/")
     with trio.fail_after(LIMIT):
         async with tw.open_websocket_url(base + "/burst", message_queue_size=math.inf,
-                                         **OFF) as ws:
+                                         **OFF, **TLS) as ws:
             async with connect(base + "/burst-queued") as queued:
                 await queued.get_message()  # all COUNT are in ws's queue now
             async with trio.open_nursery() as nursery:

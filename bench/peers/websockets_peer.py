@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 
+import tls
 from payloads import measured_echo
 from stall import COUNT, LIMIT, Sibling, result
 from websockets.asyncio.client import connect as ws_connect
@@ -57,13 +58,13 @@ async def serve(max_size: int, defaults: bool) -> None:
     BURST_QUEUED = asyncio.Event()
     compression = "deflate" if defaults else None
     async with ws_serve(echo, "127.0.0.1", 0, compression=compression,
-                        max_size=max_size) as server:
+                        max_size=max_size, ssl=tls.server_context()) as server:
         print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
         await asyncio.Future()
 
 
 def connect(url):
-    return ws_connect(url, compression=None)
+    return ws_connect(url, compression=None, ssl=tls.client_context())
 
 
 async def rtt(url):
@@ -99,12 +100,12 @@ async def large(url):
 
 
 async def text(url):
-    async with ws_connect(url, compression="deflate") as ws:
+    async with ws_connect(url, compression="deflate", ssl=tls.client_context()) as ws:
         return await measured_echo(ws.send, ws.recv, "text")
 
 
 async def binary(url):
-    async with ws_connect(url, compression="deflate") as ws:
+    async with ws_connect(url, compression="deflate", ssl=tls.client_context()) as ws:
         return await measured_echo(ws.send, ws.recv, "binary")
 
 
@@ -175,7 +176,8 @@ async def stall_get(url):
     base = url.rstrip("/")
     async def workload():
         # max_queue=None: no flow control, the client queues all it is sent.
-        async with ws_connect(base + "/burst", compression=None, max_queue=None) as ws:
+        async with ws_connect(base + "/burst", compression=None, max_queue=None,
+                              ssl=tls.client_context()) as ws:
             async with connect(base + "/burst-queued") as queued:
                 await queued.recv()  # all COUNT are in ws's queue now
             sibling = Sibling(asyncio.sleep)

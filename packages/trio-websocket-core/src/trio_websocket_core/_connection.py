@@ -2,16 +2,20 @@
 
 The protocol state lives in a Sans-IO ``FrameProtocol``; this module only
 moves bytes and events between it, the stream and the user. One background
-task per connection reads; one task at a time writes.
+task per connection reads; a second one, started on first need, writes what
+the transport did not take at once.
 
-Writing: a task must hold the writer role to build a frame and send it, and
-others wait in line for it. A frame is built (and compressed) only by the
-writer, right before its bytes go out, so a send cancelled while it waits
-has changed nothing; once bytes may be on the wire, a failure or a
-cancellation aborts the connection, since the frame stream would be broken.
-Pings that arrive while a write is under way are answered by that writer
-when its frame is out (at most the latest ``MAX_OWED_PONGS``, as RFC 6455
-5.5.3 allows), so the reader never waits for a slow peer to read.
+Writing: a frame is built (and compressed) and handed on without waiting, so
+no send is ever half done. On plain TCP on POSIX it goes straight to the
+kernel when nothing is queued ahead of it; anything else joins the
+connection's outgoing queue, which the writer task hands to the stream a
+batch at a time (on TLS, many frames then share one ``send_all`` and few
+records). The queue plays the part of a socket's send buffer: a send waits,
+before it builds anything, while more than ``WRITE_BUFFER_SIZE`` bytes are
+queued, so a cancelled send has done nothing, and only the writer task's own
+failure (or the connection's end) aborts the connection. Pongs owed while the
+queue is full wait with it (at most the latest ``MAX_OWED_PONGS``, as RFC
+6455 5.5.3 allows), so the reader never waits for a slow peer to read.
 
 Fairness: calls that finish without waiting spend from the cooperative
 budget (``_budget``), which bounds how long any task runs them in a row.
@@ -54,6 +58,7 @@ __all__ = [
     "MAX_OWED_PONGS",
     "RAW_SOCKET_IO",
     "RECEIVE_SIZE",
+    "WRITE_BUFFER_SIZE",
     "WebSocketConnection",
 ]
 
@@ -66,9 +71,15 @@ DEFAULT_MAX_MESSAGE_SIZE = 2**20
 #: handshake is done (RFC 6455 7.1.1 lets it close TCP itself after a while).
 CLOSE_EOF_TIMEOUT = 2.0
 
-#: Pings answered at most per batch of frames, or while a write is blocked;
-#: older ones beyond this go unanswered (the most recent always is).
+#: Pings answered at most per batch of frames, or while the outgoing queue
+#: is full; older ones beyond this go unanswered (the most recent always is).
 MAX_OWED_PONGS = 32
+
+#: Bytes of frames a connection holds that the transport has not taken yet,
+#: beyond which a send waits (its own message may take it past this). Like a
+#: socket's send buffer, it lets a task send on without waiting for each
+#: write, and bounds what a peer that does not read can make us hold.
+WRITE_BUFFER_SIZE = 64 * 1024
 
 #: Whether plain TCP connections use the socket's descriptor directly. Only
 #: on POSIX, where a socket is a file descriptor that ``os.read`` and
@@ -78,7 +89,7 @@ MAX_OWED_PONGS = 32
 RAW_SOCKET_IO = os.name == "posix" and os.environ.get("TRIO_WEBSOCKET_GENERIC_IO", "0") == "0"
 
 _READER_NAME = "trio_websocket reader"  # one string for every reader task
-_PONG_NAME = "trio_websocket pong"
+_WRITER_NAME = "trio_websocket writer"
 # Bytes per budget unit as shifts: sent as they are, and compressed on top of that.
 _SEND_SHIFT = UNIT_BYTES.bit_length() - 1
 _COMPRESS_SHIFT = UNIT_BYTES_COMPRESSED.bit_length() - 1
@@ -98,11 +109,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
     """
 
     # Slots: thousands of idle connections are a normal load for a server.
-    __slots__ = ("_backlog", "_broken", "_closed", "_getter_reading", "_handshake_headers",
-                 "_inbox", "_local", "_max_message_size", "_nursery", "_owed_pongs", "_path",
+    __slots__ = ("_backlog", "_broken", "_closed", "_flushing", "_getter_reading",
+                 "_handshake_headers", "_inbox", "_local", "_max_message_size", "_nursery",
+                 "_outgoing", "_outgoing_size", "_outgoing_skip", "_owed_pongs", "_path",
                  "_pings", "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
-                 "_reader_parked", "_reader_scope", "_remote", "_sock", "_stream", "_subprotocol",
-                 "_writers", "_writing")
+                 "_reader_parked", "_reader_scope", "_remote", "_room", "_sock", "_stream",
+                 "_subprotocol", "_writer_parked", "_writer_scope")
 
     def __init__(
         self,
@@ -132,9 +144,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._closed: CloseReason | None = None
         self._inbox: Inbox[str | bytes] = Inbox(message_queue_size)
         self._pings = PingTracker()
-        # Writing: one task at a time holds the role; others park in line.
-        self._writing = False
-        self._writers: trio.lowlevel.ParkingLot | None = None  # made when one must wait
+        # Frames the transport has not taken yet, oldest first, for the writer
+        # task; their size, including the batch it is sending; and how much of
+        # the first one the kernel already took.
+        self._outgoing: list[Frame] = []
+        self._outgoing_size = 0
+        self._outgoing_skip = 0
+        self._writer_scope: trio.CancelScope | None = None  # the writer task's, once started
+        self._writer_parked: trio.lowlevel.Task | None = None  # it sleeps until frames come
+        self._flushing = False  # the writer task is in the stream's send_all
+        self._room: trio.lowlevel.ParkingLot | None = None  # tasks waiting for the queue
         # Payloads of pings not answered yet, oldest first (None: none owed).
         self._owed_pongs: list[bytes] | None = None
         self._broken = False  # nothing more can be written
@@ -329,21 +348,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
         await spend(1 + (len(message) >> _SEND_SHIFT))
-        await self._take_writer()
-        try:
-            if self._closed is not None or protocol.state is not _OPEN:
-                raise self._closed_error()  # it closed while this send waited its turn
-            # The compressor moves on only here, with the write certain to follow.
-            frame = protocol.message(message)
-            if frame[0] & 0x40:  # RSV1: it was compressed, which costs far more a byte
-                charge(len(message) >> _COMPRESS_SHIFT)
-            await self._write(frame)
-            if type(frame) is memoryview:  # a long frame's pooled buffer
-                protocol.release(frame)
-            if self._owed_pongs is not None:
-                await self._send_pongs_behind()
-        finally:
-            self._release_writer()
+        if self._outgoing_size > WRITE_BUFFER_SIZE:
+            await self._wait_for_room()
+        if self._closed is not None or protocol.state is not _OPEN or self._broken:
+            raise self._closed_error()  # it closed while this send waited
+        # From here on nothing waits: the compressor moves on only for a frame
+        # that is written or queued at once.
+        frame = protocol.message(message)
+        if frame[0] & 0x40:  # RSV1: it was compressed, which costs far more a byte
+            charge(len(message) >> _COMPRESS_SHIFT)
+        self._send(frame)
 
     # -- pings --------------------------------------------------------------
 
@@ -386,19 +400,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if len(payload) > 125:  # refused before anything happens
             raise ValueError("ping and pong payloads are limited to 125 bytes")
         await spend(1)
-        await self._take_writer()
-        try:
-            closing = self._closing()
-            if closing is not None:
-                raise ConnectionClosed(closing)
-            frame = build(payload)
-            await self._write(frame)
-            if type(frame) is memoryview:  # a long frame's pooled buffer
-                self._protocol.release(frame)
-            if self._owed_pongs is not None:
-                await self._send_pongs_behind()
-        finally:
-            self._release_writer()
+        if self._outgoing_size > WRITE_BUFFER_SIZE:
+            await self._wait_for_room()
+        closing = self._closing()
+        if closing is not None:
+            raise ConnectionClosed(closing)
+        if self._broken:
+            raise self._closed_error()
+        self._send(build(payload))
 
     # -- closing ------------------------------------------------------------
 
@@ -417,17 +426,18 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             await spend(1)
             try:
-                await self._start_close(code, reason)
+                self._start_close(code, reason)
             except ConnectionClosed:
                 pass  # the transport broke; the connection is already aborted
             sock = self._sock
-            if self._getter_reading and not self._writing and sock is not None \
+            if self._getter_reading and not self._flushing and sock is not None \
                     and sock.fileno() >= 0:
                 # Wake the getter reading the socket (it then sees the inbox
                 # closed) so the reader takes the socket back for the closing
-                # handshake. Never while a write is under way: this would wake
-                # its task too, and that aborts the connection. (Our close frame
-                # waited for such a write; another aclose() may still wait.)
+                # handshake. Never while the writer task waits for the socket:
+                # this would wake it too, and that aborts the connection. (Our
+                # close frame is queued behind its batch; another aclose() may
+                # still come.)
                 trio.lowlevel.notify_closing(sock.fileno())
             if not self._reader_finished:
                 if self._reader_done is None:
@@ -437,20 +447,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._abort()
             raise
 
-    async def _start_close(self, code: int, reason: str | None) -> None:
+    def _start_close(self, code: int, reason: str | None) -> None:
         if self._closed is not None:
             return
         self._closed = self._closing() or CloseReason(code, reason)
         self._inbox.close_put()
-        if self._protocol.state is not _OPEN:
-            return
-        await self._take_writer()
-        try:
-            if self._protocol.state is _OPEN and not self._broken:
-                await self._send_owed_pongs()  # pings that came before our close
-                await self._write(self._protocol.close(code, reason))
-        finally:
-            self._release_writer()
+        if self._protocol.state is _OPEN and not self._broken:
+            self._send_owed_pongs(full=True)  # pings that came before our close
+            self._send(self._protocol.close(code, reason))
 
     def _abort(self) -> None:
         """Give up on the closing handshake: the reader closes the transport."""
@@ -459,108 +463,134 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._closed = CloseReason(1006, None)
         self._inbox.close_put()
         self._reader_scope.cancel()
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
+        if self._room is not None:
+            self._room.unpark_all()  # they see the connection broken
 
     # -- writing ------------------------------------------------------------
 
-    async def _take_writer(self) -> None:
-        """Become the task that writes, after those already in line.
+    def _send(self, frame: Frame) -> None:
+        """Write ``frame`` now if the transport takes it at once, else queue it.
 
-        Cancelled while it waits, it never held the role and nothing changed.
-        :raises ConnectionClosed: if nothing more can be written.
+        Never waits, so callers never leave a frame half sent. Only a
+        transport already gone raises (ConnectionClosed, having aborted).
         """
-        if not self._writing:
-            self._writing = True
-        else:
-            if self._writers is None:
-                self._writers = trio.lowlevel.ParkingLot()
-            await self._writers.park()  # the last writer hands the role over
-            try:
-                # A cancellation that came while it was being woken: raise it
-                # now, while nothing is built, rather than in the write.
-                await trio.lowlevel.checkpoint_if_cancelled()
-            except BaseException:
-                self._release_writer()
-                raise
-        if self._broken:
-            self._release_writer()
-            raise self._closed_error()
+        size = len(frame)
+        if self._outgoing_size == 0:  # nothing ahead of it
+            sock = self._sock
+            if sock is not None:
+                # Hand the bytes to the kernel directly; what does not fit
+                # waits in the queue for the writer task, which waits for the socket.
+                fd = sock.fileno()
+                if fd < 0:  # closed by its owner
+                    self._abort()
+                    raise self._closed_error()
+                try:
+                    sent = os.write(fd, frame)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._abort()
+                    raise self._closed_error() from exc
+                if sent == size:
+                    FrameProtocol.release(frame)
+                    return
+                self._outgoing_skip = sent
+                size -= sent
+        self._outgoing.append(frame)
+        self._outgoing_size += size
+        writer = self._writer_parked
+        if writer is not None:
+            self._writer_parked = None
+            trio.lowlevel.reschedule(writer)
+        elif self._writer_scope is None:
+            self._writer_scope = trio.CancelScope()
+            self._nursery.start_soon(self._write_loop, name=_WRITER_NAME)
 
-    def _release_writer(self) -> None:
-        """Hand the role to the next task in line, if any.
+    async def _wait_for_room(self) -> None:
+        """Wait, having done nothing, until the queue is below its bound or broken."""
+        if self._room is None:
+            self._room = trio.lowlevel.ParkingLot()
+        while self._outgoing_size > WRITE_BUFFER_SIZE and not self._broken:
+            await self._room.park()
 
-        A pong is owed if a ping came while the role was held and the holder
-        left without writing (it failed, or was cancelled as it was handed
-        the role): with nobody next in line, a short task sends it.
-        """
-        writers = self._writers
-        if writers is None or not writers.unpark():
-            self._writing = False
-            if self._owed_pongs is not None and not self._broken:
-                self._nursery.start_soon(self._owed_pongs_task, name=_PONG_NAME)
-
-    async def _owed_pongs_task(self) -> None:
-        if self._writing or self._broken:
-            return  # the writer now holding the role sends it once its frame is out
-        self._writing = True
+    async def _write_loop(self) -> None:
+        """The writer task: hand queued frames to the stream, a batch per send_all."""
+        scope = self._writer_scope
+        assert scope is not None
         try:
-            await self._send_owed_pongs()
-        except ConnectionClosed:
-            pass  # the write failed and aborted the connection
+            with scope:
+                await self._write_batches()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the transport is gone: the connection is lost
         except Exception:
-            logger.exception("pong to %s failed", self._remote)  # as the reader does
+            # A fault in one connection's machinery ends that connection only.
+            logger.exception("writer for %s failed", self._remote)
         finally:
-            self._release_writer()
+            self._flushing = False
+            self._abort()  # frames may be left unsent: nothing more can be written
 
-    async def _write(self, data: Frame) -> None:
-        """Send all of ``data`` as the writer.
+    async def _write_batches(self) -> None:
+        stream = self._stream
+        release = FrameProtocol.release
+        while True:
+            frames = self._outgoing
+            if not frames:
+                self._writer_parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_writer_park)
+                continue
+            self._outgoing = []  # frames sent meanwhile queue behind this batch
+            skip, self._outgoing_skip = self._outgoing_skip, 0
+            first = memoryview(frames[0])[skip:] if skip else frames[0]
+            data = first if len(frames) == 1 else b"".join([first, *frames[1:]])
+            size = len(data)
+            self._flushing = True
+            await stream.send_all(data)
+            self._flushing = False
+            if skip:
+                first.release()  # type: ignore[union-attr]
+            for frame in frames:
+                release(frame)
+            self._outgoing_size -= size
+            if self._outgoing_size <= WRITE_BUFFER_SIZE:
+                if self._room is not None:
+                    self._room.unpark_all()
+                if self._owed_pongs is not None:
+                    self._send_owed_pongs()
 
-        Any failure once bytes may be on the wire leaves the frame stream
-        corrupt, so it aborts the connection.
+    def _abort_writer_park(self, _: object) -> trio.lowlevel.Abort:
+        self._writer_parked = None  # cancelled: the connection is ending
+        return _SUCCEEDED
+
+    async def _drain(self) -> None:
+        """Wait until the writer task has handed every queued frame to the stream.
+
+        For the last frames (a close frame) before the transport closes;
+        bounded, since a peer that does not read would hold it forever.
         """
-        sock = self._sock
-        if sock is not None:
-            # Hand the bytes to the kernel directly; only what does not fit
-            # goes through trio, which waits for the socket.
-            fd = sock.fileno()
-            if fd < 0:  # closed by its owner
-                self._abort()
-                raise self._closed_error()
-            try:
-                sent = os.write(fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._abort()
-                raise self._closed_error() from exc
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        try:
-            await self._stream.send_all(data)
-        except BaseException as exc:
-            self._abort()
-            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
-                raise self._closed_error() from exc
-            raise
+        with trio.move_on_after(CLOSE_EOF_TIMEOUT):
+            if self._room is None:
+                self._room = trio.lowlevel.ParkingLot()
+            while self._outgoing_size and not self._broken:
+                await self._room.park()
 
-    async def _send_pongs_behind(self) -> None:
-        """After the writer's own frame is out: answer the pings that came meanwhile."""
-        try:
-            await self._send_owed_pongs()
-        except (trio.Cancelled, ConnectionClosed):
-            # The caller's own frame is out, so its call succeeded; the pong
-            # behind it was cut short, which aborted the connection, and a
-            # cancellation is raised again at the caller's next checkpoint.
-            pass
+    def _send_owed_pongs(self, *, full: bool = False) -> None:
+        """Answer the pings owed, in one frame write, unless our close frame is out.
 
-    async def _send_owed_pongs(self) -> None:
-        """As the writer: answer the pings owed, in one write, unless our close frame is out."""
-        while self._owed_pongs is not None:
-            payloads, self._owed_pongs = self._owed_pongs, None
-            state = self._protocol.state
-            if state is _OPEN or state is _REMOTE_CLOSING:
-                pong = self._protocol.pong
-                await self._write(b"".join([pong(payload) for payload in payloads]))
+        While the queue is over its bound they stay owed (the writer task
+        sends them when it has room), unless ``full``: before a close frame.
+        """
+        payloads = self._owed_pongs
+        if payloads is None or self._broken:
+            return
+        if self._outgoing_size > WRITE_BUFFER_SIZE and not full:
+            return
+        self._owed_pongs = None
+        state = self._protocol.state
+        if state is _OPEN or state is _REMOTE_CLOSING:
+            pong = self._protocol.pong
+            self._send(b"".join([pong(payload) for payload in payloads]))
 
     # -- reading ------------------------------------------------------------
 
@@ -569,6 +599,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             with self._reader_scope:
                 try:
                     await self._read()
+                    if self._outgoing_size:
+                        await self._drain()  # our last frames go out before the transport closes
                 except ConnectionClosed:
                     pass  # a write failed and aborted the connection
                 except Exception:
@@ -582,6 +614,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._inbox.close_put()
                 self._pings.abandon_all()
                 self._broken = True  # nothing more can be written
+                if self._writer_scope is not None:
+                    self._writer_scope.cancel()
+                if self._room is not None:
+                    self._room.unpark_all()
                 await trio.aclose_forcefully(self._stream)
             finally:
                 self._reader_finished = True
@@ -703,7 +739,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     start = index - 1
                     while index < len(events) and events[index][0] == MESSAGE:
                         index += 1
-                    await self._answer_ping()
+                    self._send_owed_pongs()
                     await self._inbox.put([message for _, message in events[start:index]])
             elif kind == PING:
                 state = self._protocol.state
@@ -723,30 +759,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 limit = self._max_message_size
                 shown = "unlimited" if limit == math.inf else f"{int(limit)} bytes"
                 logger.debug("closing %s: message over the limit of %s", self._remote, shown)
-                await self._start_close(1009, f"message exceeds the limit of {shown}")
+                self._start_close(1009, f"message exceeds the limit of {shown}")
             elif kind == FAIL:
                 code, reason = value
                 logger.debug("failing %s with %d: %s", self._remote, code, reason)
-                await self._start_close(code, reason)
+                self._start_close(code, reason)
                 return False  # no closing handshake: the transport is closed at once
-        await self._answer_ping()
+        self._send_owed_pongs()
         return True
-
-    async def _answer_ping(self) -> None:
-        """Send the pongs owed, or leave them to the write under way (never wait for one).
-
-        Waiting behind a write blocked on the peer would stop reading, and a
-        peer doing the same would never read what blocks us. At most
-        ``MAX_OWED_PONGS`` are owed (the oldest are dropped, as RFC 6455 5.5.3
-        allows), so a flood of pings holds little memory while a write is
-        blocked and costs one write per batch of frames.
-        """
-        if self._owed_pongs is not None and not self._writing and not self._broken:
-            self._writing = True
-            try:
-                await self._send_owed_pongs()
-            finally:
-                self._release_writer()
 
     async def _on_close_frame(self, code: int, reason: str | None) -> bool:
         protocol = self._protocol
@@ -756,13 +776,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
             if self._closed is None:
                 self._closed = CloseReason(code, reason)
             self._inbox.close_put()
-            await self._take_writer()
-            try:
-                await self._send_owed_pongs()
-                if protocol.state is _REMOTE_CLOSING:
-                    await self._write(protocol.close(code, reason))
-            finally:
-                self._release_writer()
+            self._send_owed_pongs(full=True)
+            if protocol.state is _REMOTE_CLOSING and not self._broken:
+                self._send(protocol.close(code, reason))
         if not protocol.client:
             return False  # the closing handshake is complete: the server closes TCP first
         # RFC 6455 7.1.1: a client waits for the server's EOF, within a bound.

@@ -26,6 +26,14 @@ lower is better, as the median of three runs; the notes under the table give
 every run, the sibling's turns in the loop and its floor (the longest gap with
 the sibling alone).
 
+Every workload but ``autobahn9`` also runs over ``wss://`` (TLS with a
+certificate authority and a server certificate for 127.0.0.1 made by trustme
+for the run, peers/tls.py), and ours once more over ``ws://`` with the
+raw-descriptor fast path turned off (``TRIO_WEBSOCKET_GENERIC_IO=1``): the
+generic stream path that TLS, Windows and wrapped streams take. Those rows
+compare ours on the generic path with the others' ``ws://`` figures from the
+same run. Autobahn's driver (kosoku) speaks no TLS.
+
 Prints rates and our advantage over each peer. A run of every workload
 writes bench/latest.md and bench/latest.png (the chart); a run of only some
 (``--workloads``) prints its table and leaves those files as they are.
@@ -43,6 +51,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+import tls  # the peers' TLS settings, shared with the benchmark
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers"
@@ -87,6 +98,10 @@ DEFAULTS = ("text", "binary")
 # A row of ours from the plain install -> the workload it runs.
 PLAIN = {"large, plain install": "large", "text, plain install": "text"}
 OURS = "trio-websocket"
+# transport -> the suffix of its rows. "generic" runs only ours, over ws://.
+TRANSPORTS = {"ws": "", "wss": ", wss", "generic": ", generic path"}
+NO_TLS = ("autobahn9",)  # kosoku, Autobahn's driver, speaks no TLS
+TLS_DIR = Path(tempfile.mkdtemp(prefix="bench-tls-"))
 # workload -> library -> (bytes the client read and wrote, payload bytes both ways)
 WIRE: dict[str, dict[str, tuple[int, int]]] = {}
 # A longest gap is an extreme: one preemption by the OS or one garbage
@@ -130,12 +145,26 @@ def plain_python() -> str:
     return str(python)
 
 
-def start_server(python: str, script: str, max_size: int,
-                 defaults: bool = False) -> tuple[subprocess.Popen[str], str]:
+def environment(transport: str = "ws") -> dict[str, str]:
+    """The peers' environment for a transport."""
     # websockets 14+ gives up on a message of more than 4,096 fragments
     # (TooManyFragments), which fails Autobahn 9.3.x/9.4.x early and so looks
     # fast; lifted here (its documented variable) so every library does the same work.
     env = {**os.environ, "WEBSOCKETS_MAX_FRAGMENTS": str(2**20)}
+    env.pop("BENCH_TLS", None)
+    env.pop("TRIO_WEBSOCKET_GENERIC_IO", None)
+    if transport == "wss":
+        if not (TLS_DIR / tls.CA_PEM).exists():
+            tls.write_certificates(TLS_DIR)
+        env["BENCH_TLS"] = str(TLS_DIR)
+    elif transport == "generic":
+        env["TRIO_WEBSOCKET_GENERIC_IO"] = "1"
+    return env
+
+
+def start_server(python: str, script: str, max_size: int, defaults: bool = False,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    env = env or environment()
     server = subprocess.Popen([python, str(PEERS / script), "server", str(max_size),
                                *(["default"] if defaults else [])],
                               stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
@@ -145,7 +174,8 @@ def start_server(python: str, script: str, max_size: int,
     if not line.startswith("PORT"):
         server.kill()
         raise RuntimeError(f"{script} server did not start: {line!r}")
-    return server, f"ws://127.0.0.1:{line.split()[1]}/"
+    scheme = "wss" if "BENCH_TLS" in env else "ws"
+    return server, f"{scheme}://127.0.0.1:{line.split()[1]}/"
 
 
 def autobahn9(name: str) -> float:
@@ -180,32 +210,34 @@ def autobahn9(name: str) -> float:
     return statistics.median(walls)
 
 
-def measure(name: str, workload: str) -> float:
+def measure(name: str, workload: str, transport: str = "ws") -> float:
     if workload == "autobahn9":
         return autobahn9(name)
+    row = workload + TRANSPORTS[transport]
     if workload in STALLS:
-        runs = sorted((measure_once(name, workload) for _ in range(STALL_RUNS)),
+        runs = sorted((measure_once(name, workload, transport) for _ in range(STALL_RUNS)),
                       key=lambda report: report["value"])
-        DETAILS.setdefault(workload, {})[name] = runs
+        DETAILS.setdefault(row, {})[name] = runs
         return statistics.median(report["value"] for report in runs)
-    report = measure_once(name, workload)
+    report = measure_once(name, workload, transport)
     if "wire" in report:
-        WIRE.setdefault(workload, {})[name] = (int(report["wire"]), int(report["payload"]))
+        WIRE.setdefault(row, {})[name] = (int(report["wire"]), int(report["payload"]))
     return report["value"]
 
 
-def measure_once(name: str, workload: str) -> dict[str, float]:
+def measure_once(name: str, workload: str, transport: str) -> dict[str, float]:
     """One run of the peer's client: its report, {"value": ...} and maybe more."""
     python, script = python_for(name), LIBRARIES[name][1]
     if workload in PLAIN:
         workload = PLAIN[workload]
         if name == OURS:
             python = plain_python()
-    server, url = start_server(python, script, 2**20, defaults=workload in DEFAULTS)
+    env = environment(transport)
+    server, url = start_server(python, script, 2**20, defaults=workload in DEFAULTS, env=env)
     try:
         result = subprocess.run([python, str(PEERS / script), "client", workload, url],
                                 capture_output=True, text=True, timeout=600,
-                                cwd=tempfile.gettempdir())
+                                cwd=tempfile.gettempdir(), env=env)
         if result.returncode:
             raise RuntimeError(f"{name} {workload}: {result.stderr[-2000:]}")
         return dict(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -253,33 +285,65 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()}"
 
 
+def base(row: str) -> str:
+    """The workload a table row measures: "rtt, wss" -> "rtt"."""
+    for suffix in TRANSPORTS.values():
+        if suffix and row.endswith(suffix):
+            return row.removesuffix(suffix)
+    return row
+
+
+def run(workloads: list[str], transports: list[str],
+        names: list[str]) -> dict[str, dict[str, float]]:
+    """Measure every workload over every transport: row -> library -> value."""
+    results: dict[str, dict[str, float]] = {}
+    plain: dict[str, dict[str, float]] = {}  # the others' ws:// figures, for the generic rows
+    for transport in transports:
+        for workload in workloads:
+            if transport != "ws" and workload in NO_TLS:
+                continue
+            row = workload + TRANSPORTS[transport]
+            if transport == "generic":
+                if workload not in plain:  # no ws:// pass in this run: measure them now
+                    plain[workload] = {n: measure(n, workload) for n in names[1:]}
+                results[row] = {OURS: measure(OURS, workload, "generic"), **plain[workload]}
+            else:
+                results[row] = {name: measure(name, workload, transport) for name in names}
+                if transport == "ws":
+                    plain[workload] = results[row]
+            print(f"{row:>24}: " + ", ".join(
+                f"{n} {number(workload, results[row][n])}" for n in names), flush=True)
+            if workload == "autobahn9":
+                common = set.intersection(*(set(PASSED[n]) for n in names))
+                results[COMMON] = {n: sum(PASSED[n][case] for case in common) for n in names}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--transports", nargs="*", default=list(TRANSPORTS),
+                        choices=list(TRANSPORTS))
     args = parser.parse_args()
     names = list(LIBRARIES)
-    results: dict[str, dict[str, float]] = {}
-    for workload in args.workloads:
-        results[workload] = {name: measure(name, workload) for name in names}
-        row = results[workload]
-        print(f"{workload:>10}: " + ", ".join(f"{n} {number(workload, row[n])}" for n in names),
-              flush=True)
-        if workload == "autobahn9":
-            common = set.intersection(*(set(PASSED[n]) for n in names))
-            results[COMMON] = {n: sum(PASSED[n][case] for case in common) for n in names}
+    results = run(args.workloads, args.transports, names)
 
     header = ("| workload | unit | " + " | ".join(names)
               + " | ours vs websockets | ours vs 0.12.2 |")
     lines = [f"Measured on {machine()}, {time.strftime('%Y-%m-%d')}.", "",
              "Advantage: how many times better ours is (rates: ours / theirs; memory, time and "
-             "stalls: theirs / ours); above 1 means we win.", "", header,
+             "stalls: theirs / ours); above 1 means we win. Rows ending in \"wss\" run every "
+             "library over TLS; rows ending in \"generic path\" run ours over ws:// with the "
+             "raw-descriptor fast path off, against the others' ws:// figures of the rows "
+             "above.", "", header,
              "|" + " --- |" * (len(names) + 4)]
-    for workload, row in results.items():
-        ours = row[names[0]]
-        lines.append(f"| {workload} | {UNITS[workload][0]} | "
-                     + " | ".join(number(workload, row[n]) for n in names)
-                     + f" | {times(advantage(workload, ours, row[names[1]]))}"
-                     + f" | {times(advantage(workload, ours, row[names[2]]))} |")
+    for row, values in results.items():
+        workload = base(row)
+        ours = values[names[0]]
+        lines.append(f"| {row} | {UNITS[workload][0]} | "
+                     + " | ".join(number(workload, values[n]) for n in names)
+                     + f" | {times(advantage(workload, ours, values[names[1]]))}"
+                     + f" | {times(advantage(workload, ours, values[names[2]]))} |")
     for name, cases in FAILURES.items():
         lines += ["", f"autobahn9: {name} failed {len(cases)} case(s) in {AUTOBAHN_RUNS} runs "
                   f"({', '.join(cases)}); '{COMMON}' sums the per-case times of the "
@@ -290,10 +354,10 @@ def main() -> None:
                   "payload echoed (both ways).", "",
                   "| workload | library | bytes on the wire | payload | wire / payload |",
                   "|" + " --- |" * 5]
-        for workload, row in WIRE.items():
-            lines += [f"| {workload} | {n} | {wire:,} | {payload:,} | {wire / payload:.3f} |"
-                      for n, (wire, payload) in row.items()]
-    if any(w in DETAILS for w in STALLS):
+        for row, sizes in WIRE.items():
+            lines += [f"| {row} | {n} | {wire:,} | {payload:,} | {wire / payload:.3f} |"
+                      for n, (wire, payload) in sizes.items()]
+    if DETAILS:
         lines += ["", f"Stalls: the median of {STALL_RUNS} runs. Below, each run's longest gap "
                   "between the sibling's turns, in wall time and in the client's CPU time (a "
                   "wall gap well above the CPU one is the OS running something else); the "
@@ -302,12 +366,11 @@ def main() -> None:
                   "and its mean turn.", "",
                   "| workload | library | longest gap (ms) | on CPU (ms) | turns in the loop "
                   "| floor |", "|" + " --- |" * 6]
-        for workload in (w for w in STALLS if w in DETAILS):
-            lines += [f"| {workload} | {n} | {stall_note(runs)} |"
-                      for n, runs in DETAILS[workload].items()]
+        for row, by_library in DETAILS.items():
+            lines += [f"| {row} | {n} | {stall_note(runs)} |" for n, runs in by_library.items()]
     table = "\n".join(lines)
     print("\n" + table)
-    if set(args.workloads) >= set(WORKLOADS):
+    if set(args.workloads) >= set(WORKLOADS) and set(args.transports) >= set(TRANSPORTS):
         (HERE / "latest.md").write_text(table + "\n")
         chart(results, names)
     else:
@@ -320,22 +383,28 @@ def chart(results: dict[str, dict[str, float]], names: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = list(results)
-    figure, axes = plt.subplots(figsize=(9, 4.5))
+    panels = [(title, [row for row in results if (row.endswith(suffix) if suffix else
+                                                   base(row) == row)])
+              for title, suffix in (("ws://", ""), ("wss://", TRANSPORTS["wss"]),
+                                    ("ws://, generic stream path", TRANSPORTS["generic"]))]
+    figure, axes_list = plt.subplots(len(panels), 1, figsize=(10, 4 * len(panels)))
     width = 0.38
-    for i, peer in enumerate(names[1:]):
-        values = [advantage(w, results[w][names[0]], results[w][peer]) for w in workloads]
-        bars = axes.bar([x + (i - 0.5) * width for x in range(len(workloads))], values, width,
-                        label=f"vs {peer}")
-        axes.bar_label(bars, labels=[times(v).removesuffix("x") for v in values], fontsize=8)
-    axes.axhline(1, color="black", linewidth=0.8)
-    axes.set_xticks(range(len(workloads)), [w.replace(", ", ",\n") for w in workloads])
-    axes.set_yscale("log")
-    axes.set_ylabel("times better than the peer (log scale)")
-    axes.set_title("trio-websocket: advantage per workload (above 1: we win)")
-    axes.legend()
+    for axes, (title, rows) in zip(axes_list, panels, strict=True):
+        for i, peer in enumerate(names[1:]):
+            values = [advantage(base(r), results[r][names[0]], results[r][peer]) for r in rows]
+            bars = axes.bar([x + (i - 0.5) * width for x in range(len(rows))], values, width,
+                            label=f"vs {peer}")
+            axes.bar_label(bars, labels=[times(v).removesuffix("x") for v in values],
+                           fontsize=7)
+        axes.axhline(1, color="black", linewidth=0.8)
+        labels = [base(r).replace(", ", ",\n") for r in rows]
+        axes.set_xticks(range(len(rows)), labels, fontsize=8)
+        axes.set_yscale("log")
+        axes.set_ylabel("times better (log)")
+        axes.set_title(f"trio-websocket over {title}: advantage per workload (above 1: we win)")
+        axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(HERE / "latest.png", dpi=110)
+    figure.savefig(HERE / "latest.png", dpi=100)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from trio_websocket import (
     serve_websocket,
     wrap_client_stream,
 )
-from trio_websocket_core._connection import CLOSE_EOF_TIMEOUT
+from trio_websocket_core._connection import CLOSE_EOF_TIMEOUT, WRITE_BUFFER_SIZE
 
 HOST = "127.0.0.1"
 
@@ -117,6 +117,73 @@ async def client_and_raw_server(
     nursery.start_soon(answer)
     client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
     return client, peer
+
+
+def _tcp_buffer_ceiling() -> int:
+    """The most loopback TCP may hold of a stream nobody reads.
+
+    The kernel's ceilings for an autotuned send buffer and receive buffer
+    (Linux; elsewhere a generous guess), plus a segment the send buffer may
+    overshoot by.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as wmem, \
+                open("/proc/sys/net/ipv4/tcp_rmem") as rmem:
+            return int(wmem.read().split()[2]) + int(rmem.read().split()[2]) + 2**16
+    except (OSError, IndexError, ValueError):
+        return 64 * 2**20
+
+
+TCP_HOLDS_AT_MOST = _tcp_buffer_ceiling()
+
+
+class Flood:
+    """Sends messages of ``size`` random (incompressible) bytes on ``ws``, one after another.
+
+    Sends never wait for the transport: against a peer that does not read
+    they return until the connection holds more than WRITE_BUFFER_SIZE bytes,
+    then one waits for room. ``sent`` keeps the messages whose send returned,
+    ``pending`` the one a send holds now; ``run()`` ends when ``stop`` is set
+    (after the send under way) or a send raises ConnectionClosed (kept in
+    ``error``), and then sets ``done``. A cancellation goes through.
+    """
+
+    def __init__(self, ws: WebSocketConnection, size: int) -> None:
+        self.ws = ws
+        self.size = size
+        self.sent: list[bytes] = []
+        self.pending: bytes | None = None
+        self.stop = False
+        self.error: ConnectionClosed | None = None
+        self.done = trio.Event()
+
+    async def run(self) -> None:
+        try:
+            while not self.stop:
+                # Sends that never wait would loop forever: fail instead (the
+                # bound itself is assert_bounded's).
+                assert len(self.sent) * self.size <= 2 * (TCP_HOLDS_AT_MOST + WRITE_BUFFER_SIZE), \
+                    "the sends never wait"
+                self.pending = os.urandom(self.size)
+                await self.ws.send_message(self.pending)
+                self.sent.append(self.pending)
+                self.pending = None
+        except ConnectionClosed as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def assert_bounded(self, held_elsewhere: int, taken: int = 0) -> None:
+        """Check where the sends stopped: once the write buffer was full, no sooner, no later.
+
+        ``held_elsewhere``: the most the transport and the peer may have taken
+        in; ``taken``: the messages the peer's application took (held by nobody).
+        """
+        assert self.pending is not None, "no send waits"
+        held = len(self.sent) - taken
+        assert held >= WRITE_BUFFER_SIZE // self.size  # they never waited for the peer
+        # What we hold is bounded: the write buffer, plus the message that took it over.
+        assert held * self.size <= WRITE_BUFFER_SIZE + self.size + held_elsewhere
 
 
 @pytest.fixture
@@ -283,7 +350,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
       the fixtures down (and its ``nursery`` fixture silently cancels whatever
       still runs), after at most SETTLE_PASSES scheduler passes for tasks that
       are ending anyway: no task waits inside a WebSocketConnection method (a
-      get, send, ping, aclose, or the library's own pong task) of a connection
+      get, send, ping, aclose, or the library's own writer task) of a connection
       whose reader task has ended, since nothing could ever wake it; and no
       reader task outlives its connection's close: not once it was aborted or
       lost (1006), not on a server once the closing handshake is complete, and

@@ -20,8 +20,9 @@ from trio_websocket import (
     wrap_client_stream,
     wrap_server_stream,
 )
+from trio_websocket_core._connection import RECEIVE_SIZE
 
-from .conftest import RawPeer, client_and_raw_server
+from .conftest import Flood, RawPeer, client_and_raw_server
 
 
 async def open_pair(
@@ -126,41 +127,72 @@ async def test_concurrent_long_sends_through_a_slow_stream_arrive_intact(
         assert [m for m in received if m[:1] == bytes([n])] == sent
 
 
+async def open_raw_client(
+    nursery: trio.Nursery, streams: tuple[Any, Any], **server: Any
+) -> tuple[RawPeer, WebSocketConnection]:
+    """A client driven by hand, connected to our server over ``streams``."""
+    client_stream, server_stream = streams
+    peer = RawPeer(client_stream)
+    async with trio.open_nursery() as handshake:
+        handshake.start_soon(peer.open)
+        request = await wrap_server_stream(nursery, server_stream, **server)
+        ws = await request.accept()
+    return peer, ws
+
+
+async def count_sends(peer: RawPeer, counter: list[int]) -> None:
+    """Send the messages m0, m1, ... one write each, counting the writes that returned."""
+    while True:
+        await peer.send(TextMessage(f"m{counter[0]}"))
+        counter[0] += 1
+
+
 async def test_queue_is_backpressure_not_memory(nursery: trio.Nursery) -> None:
-    # A lockstep pair has no buffer: send_all only returns once the reader took the bytes.
-    client, server = await open_pair(nursery, streams=trio.testing.lockstep_stream_pair())
-    sent = 0
-
-    async def flood() -> None:
-        nonlocal sent
-        while True:
-            await client.send_message(b"m")
-            sent += 1
-
-    nursery.start_soon(flood)
+    # A lockstep pair has no buffer: send_all only returns once the reader took
+    # the bytes. A peer of our own would first fill its write buffer (see
+    # test_a_flood_to_a_peer_that_does_not_read_is_bounded_by_both_buffers),
+    # so a hand-driven one writes a frame at a time.
+    peer, server = await open_raw_client(nursery, trio.testing.lockstep_stream_pair())
+    sent = [0]
+    nursery.start_soon(count_sends, peer, sent)
     await trio.testing.wait_all_tasks_blocked()
     # One message sits in the queue (size 1), one waits in the reader, the third send blocks.
-    assert sent == 2
-    assert await server.get_message() == b"m"
+    assert sent == [2]
+    assert await server.get_message() == "m0"
     await trio.testing.wait_all_tasks_blocked()
-    assert sent == 3
+    assert sent == [3]
+    assert await server.get_message() == "m1"
 
 
 async def test_queue_size_zero_hands_over_directly(nursery: trio.Nursery) -> None:
-    client, server = await open_pair(nursery, streams=trio.testing.lockstep_stream_pair(),
-                                     server={"message_queue_size": 0})
-    sent = 0
-
-    async def flood() -> None:
-        nonlocal sent
-        while True:
-            await client.send_message("m")
-            sent += 1
-
-    nursery.start_soon(flood)
+    peer, server = await open_raw_client(nursery, trio.testing.lockstep_stream_pair(),
+                                         message_queue_size=0)
+    sent = [0]
+    nursery.start_soon(count_sends, peer, sent)
     await trio.testing.wait_all_tasks_blocked()
-    assert sent == 1  # the reader holds one message until someone takes it
-    assert await server.get_message() == "m"
+    assert sent == [1]  # the reader holds one message until someone takes it
+    assert await server.get_message() == "m0"
+    await trio.testing.wait_all_tasks_blocked()
+    assert sent == [2]  # ... and then reads the next one only
+    assert await server.get_message() == "m1"
+
+
+async def test_a_flood_to_a_peer_that_does_not_read_is_bounded_by_both_buffers(
+        nursery: trio.Nursery) -> None:
+    # Our sends return until our write buffer is full, then wait: what a
+    # sender holds is bounded by it, and what the receiver holds by its queue
+    # (size 1) and one read. Reading lets the sender go on, in order.
+    client, server = await open_pair(nursery, streams=trio.testing.lockstep_stream_pair())
+    flood = Flood(client, 2**10)
+    nursery.start_soon(flood.run)
+    await trio.testing.wait_all_tasks_blocked()
+    flood.assert_bounded(held_elsewhere=RECEIVE_SIZE + 2 * flood.size)
+    with trio.fail_after(10):
+        for taken in range(3 * len(flood.sent)):
+            assert await server.get_message() == flood.sent[taken]
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(flood.sent) > taken + 1  # it went on as messages were taken
+    flood.assert_bounded(held_elsewhere=RECEIVE_SIZE + 2 * flood.size, taken=taken + 1)
 
 
 async def test_oversized_message_closes_with_1009(nursery: trio.Nursery) -> None:
@@ -267,16 +299,23 @@ async def test_vanished_peer_gives_1006(nursery: trio.Nursery) -> None:
     assert client.closed is not None and client.closed.name == "ABNORMAL_CLOSURE"
 
 
-async def test_cancelled_blocked_send_aborts_connection(
+async def test_cancelled_blocked_send_does_nothing(
         nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
-    client, _server = await open_pair(nursery, streams=trio.testing.lockstep_stream_pair())
+    client, server = await open_pair(nursery, streams=trio.testing.lockstep_stream_pair())
+    flood = Flood(client, 1000)
     with trio.move_on_after(5) as scope:
-        while True:  # the server never reads, so a send soon blocks
-            await client.send_message(b"x" * 1000)
+        await flood.run()  # the server does not read, so a send soon waits for room
     assert scope.cancelled_caught
-    assert client.closed is not None and client.closed.code == 1006
-    with pytest.raises(ConnectionClosed):
-        await client.send_message("after")
+    flood.assert_bounded(held_elsewhere=RECEIVE_SIZE + 2 * flood.size)
+    # It did nothing: the connection works on, and nothing of it ever arrives.
+    assert client.closed is None and server.closed is None
+    async with trio.open_nursery() as after:
+        after.start_soon(client.send_message, b"after")  # waits for room, then goes last
+        for message in flood.sent:
+            assert await server.get_message() == message
+        assert await server.get_message() == b"after"
+    await server.send_message("back")
+    assert await client.get_message() == "back"
 
 
 async def test_connection_is_an_async_context_manager(nursery: trio.Nursery) -> None:

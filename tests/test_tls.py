@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import ssl
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 import trustme
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, Message
 
-from trio_websocket import Endpoint, open_websocket, open_websocket_url, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    Endpoint,
+    open_websocket,
+    open_websocket_url,
+    serve_websocket,
+)
+from trio_websocket_core.toolkit import TLSStream
 
-from .conftest import HOST, echo_handler
+from .conftest import HOST, RawPeer, echo_handler
+
+LIMIT = 10  # seconds: a TLS stall must fail, not hang the suite
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +87,104 @@ async def test_plain_client_against_tls_server(tls_server: int, ca: trustme.CA) 
     with pytest.raises(HandshakeError):
         async with open_websocket(HOST, tls_server, "/", use_ssl=False, connect_timeout=5):
             pass
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST).configure_cert(context)
+    return context
+
+
+async def hand_made_server(nursery: trio.Nursery, ca: trustme.CA,
+                           serve: Callable[[TLSStream], Awaitable[None]]) -> int:
+    """A TLS server driven by hand: ``serve`` gets each connection's TLSStream."""
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    context = server_context(ca)
+
+    async def accept() -> None:
+        async with listeners[0] as listener:
+            tcp = await listener.accept()
+            async with TLSStream(tcp, context, server_side=True) as tls:
+                await serve(tls)
+
+    nursery.start_soon(accept)
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def test_a_message_in_its_own_record_right_behind_the_upgrade(
+        nursery: trio.Nursery, ca: trustme.CA) -> None:
+    # The 101 and a message in two TLS records of one TCP write: reading the
+    # head decrypts the first record only, and the second must not wait in the
+    # TLS buffers for more bytes that will never come.
+    async def serve(tls: TLSStream) -> None:
+        peer = RawPeer(tls, ConnectionType.SERVER)
+        await peer.next_event()  # the request
+        records = (tls.encrypt(peer.ws.send(AcceptConnection()))
+                   + tls.encrypt(peer.ws.send(Message(data="right behind"))))
+        await tls.transport_stream.send_all(records)
+        await peer.next_event()  # until the client goes
+
+    port = await hand_made_server(nursery, ca, serve)
+    with trio.fail_after(LIMIT):
+        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
+            assert await ws.get_message() == "right behind"
+
+
+async def test_bytes_that_are_not_tls_after_the_upgrade_end_in_1006(
+        nursery: trio.Nursery, ca: trustme.CA) -> None:
+    async def serve(tls: TLSStream) -> None:
+        peer = RawPeer(tls, ConnectionType.SERVER)
+        await peer.next_event()
+        await peer.send(AcceptConnection())
+        await tls.transport_stream.send_all(b"\x17\x03\x03\x00\x05hello")  # a forged record
+
+    port = await hand_made_server(nursery, ca, serve)
+    with trio.fail_after(LIMIT):
+        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 1006
+
+
+async def test_close_notify_without_a_close_frame_ends_in_1006(
+        nursery: trio.Nursery, ca: trustme.CA) -> None:
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+
+    async def serve() -> None:
+        async with listeners[0] as listener:
+            tls = trio.SSLStream(await listener.accept(), server_context(ca), server_side=True)
+            peer = RawPeer(tls, ConnectionType.SERVER)
+            await peer.next_event()
+            await peer.send(AcceptConnection())
+            await peer.send(Message(data="last words"))
+            # Not https_compatible: close_notify goes out, then it waits for
+            # the client's, which never comes (it closes TCP instead).
+            with contextlib.suppress(trio.BrokenResourceError):
+                await tls.aclose()
+
+    nursery.start_soon(serve)
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(LIMIT):
+        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
+            assert await ws.get_message() == "last words"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 1006
+
+
+async def test_large_and_small_messages_interleaved_both_ways(tls_server: int,
+                                                              ca: trustme.CA) -> None:
+    # Many records per message, and many messages per record, in order.
+    big = [os.urandom(2**20), "é" * 300_000]
+    small = [f"small {i}" for i in range(300)]
+    sent: list[str | bytes] = [*small[:100], big[0], *small[100:200], big[1], *small[200:]]
+    with trio.fail_after(LIMIT):
+        async with open_websocket_url(f"wss://{HOST}:{tls_server}/", client_context(ca),
+                                      max_message_size=2**21) as ws:
+            async with trio.open_nursery() as nursery:
+                async def send_all() -> None:
+                    for message in sent:
+                        await ws.send_message(message)
+                nursery.start_soon(send_all)
+                received = [await ws.get_message() for _ in sent]
+    assert received == sent

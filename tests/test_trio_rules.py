@@ -3,9 +3,11 @@ lock-step streams (writes that wait for the peer) and real loopback sockets
 (the raw-descriptor path on POSIX, unless TRIO_WEBSOCKET_GENERIC_IO=1).
 
 - every public async call raises a cancellation that is already pending;
-- a cancelled call did nothing (nothing reaches the peer, the connection still
-  works, the compressor is untouched) or aborted the connection (1006), never
-  both: checked by wsproto as an independent peer, with and without compression;
+- a cancelled call did nothing: nothing reaches the peer, the connection still
+  works, the compressor is untouched (checked by wsproto as an independent
+  peer, with and without compression); sends never wait for the transport,
+  only for room in the write buffer, so even a cancelled send that waited
+  never aborts the connection;
 - a tight loop of calls lets other tasks run within the cooperative budget.
 """
 
@@ -46,7 +48,7 @@ from trio_websocket import (
 )
 from trio_websocket_core._budget import BUDGET
 
-from .conftest import HOST, RawPeer, client_and_raw_server
+from .conftest import HOST, TCP_HOLDS_AT_MOST, Flood, RawPeer, client_and_raw_server
 
 LIMIT = 10  # seconds: a hang must fail, not stall the suite
 TRANSPORTS = ["memory", "lockstep", "tcp"]
@@ -66,18 +68,26 @@ async def stream_pair(transport: str) -> tuple[trio.abc.Stream, trio.abc.Stream]
     return ours, peer
 
 
-Opener = Callable[..., Awaitable[tuple[WebSocketConnection, RawPeer]]]
+class Peer(RawPeer):
+    """The wsproto peer, which also knows our end of the stream (to ask its buffers)."""
+
+    def __init__(self, ours: trio.abc.Stream, theirs: trio.abc.Stream) -> None:
+        super().__init__(theirs, ConnectionType.CLIENT)
+        self.ours = ours
+
+
+Opener = Callable[..., Awaitable[tuple[WebSocketConnection, Peer]]]
 
 
 @pytest.fixture
 async def open_pair(nursery: trio.Nursery) -> AsyncIterator[Opener]:
     """Opens our server end and a wsproto client (deflate if ``compress``); closes the peers."""
-    peers: list[RawPeer] = []
+    peers: list[Peer] = []
 
     async def open_(transport: str, compress: bool,
-                    **options: Any) -> tuple[WebSocketConnection, RawPeer]:
+                    **options: Any) -> tuple[WebSocketConnection, Peer]:
         ours, theirs = await stream_pair(transport)
-        peer = RawPeer(theirs, ConnectionType.CLIENT)
+        peer = Peer(ours, theirs)
         peers.append(peer)
         extensions = [WsprotoDeflate()] if compress else []
 
@@ -101,13 +111,17 @@ async def open_pair(nursery: trio.Nursery) -> AsyncIterator[Opener]:
         await trio.aclose_forcefully(peer.stream)
 
 
-async def next_message(peer: RawPeer) -> str | bytes | None:
-    """The peer's next whole message (pings and pongs skipped); None at the end."""
+async def next_message(peer: RawPeer, *, strict: bool = False) -> str | bytes | None:
+    """The peer's next whole message (pings and pongs skipped); None at the end.
+
+    ``strict``: a ping or pong fails the test instead (one that should not have been sent).
+    """
     parts: list[Any] = []
     while True:
         event = await peer.next_event()
         if event is None or isinstance(event, CloseConnection):
             return None
+        assert not strict or isinstance(event, Message), f"unexpected {event!r}"
         if isinstance(event, Message):
             parts.append(event.data)
             if event.message_finished:
@@ -156,16 +170,29 @@ async def test_a_pending_cancellation_is_raised_before_anything_happens(
     assert await peer.next_event() == TextMessage("context and more")
 
 
-# -- cancelled while another task's write is blocked -------------------------
+# -- cancelled while the write buffer is full ----------------------------------
 
 
-def blocking_payload(transport: str) -> bytes:
-    # Random bytes do not compress, so the write blocks with deflate too.
-    return os.urandom(8 * 2**20 if transport == "tcp" else 100)
+def flood_size(transport: str) -> int:
+    # Random bytes do not compress, so the buffer fills with deflate too.
+    return 2**16 if transport == "tcp" else 2**14
+
+
+#: More than loopback TCP takes in from a peer that does not read: a buffer
+#: holding such a message never has room again until the peer reads.
+STALL = 8 * 2**20
+
+
+def held_by(transport: str) -> int:
+    """The most the transport may take in from a peer that does not read.
+
+    A lock-step stream takes nothing: a batch it is writing stays in our buffer.
+    """
+    return TCP_HOLDS_AT_MOST if transport == "tcp" else 0
 
 
 WAITING_CALLS: dict[str, Callable[[WebSocketConnection], Awaitable[object]]] = {
-    "send_message": lambda ws: ws.send_message("cancelled while waiting its turn"),
+    "send_message": lambda ws: ws.send_message("cancelled while waiting for room"),
     "ping": lambda ws: ws.ping(b"cancelled"),
     "pong": lambda ws: ws.pong(b"cancelled"),
 }
@@ -177,46 +204,64 @@ async def test_a_call_cancelled_behind_a_blocked_write_sends_nothing(
     open_pair: Opener, nursery: trio.Nursery, transport: str, compress: bool, call: str
 ) -> None:
     ws, peer = await open_pair(transport, compress, max_message_size=2**24)
-    blob = blocking_payload(transport)
-    outcome: list[bool] = []
+    # Over TCP the kernel may take in a little more later on, which would let
+    # the call go on: messages it can never take keep the buffer full.
+    flood = Flood(ws, STALL if transport == "tcp" else flood_size(transport))
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as inner:
-            inner.start_soon(ws.send_message, blob)  # the peer does not read: it blocks
+            inner.start_soon(flood.run)  # the peer does not read: a send soon waits for room
             await trio.testing.wait_all_tasks_blocked()
+            flood.assert_bounded(held_by(transport))
+            flood.stop = True  # the send that waits is its last
+            expected = [*flood.sent, flood.pending]
             with trio.CancelScope() as scope:
                 inner.start_soon(_cancel_when_blocked, scope)
                 await WAITING_CALLS[call](ws)
-            outcome.append(scope.cancelled_caught)
-            # Now the peer reads: it gets the blocked message whole, then only
-            # what was sent after the cancellation, decoded correctly.
-            assert await next_message(peer) == blob
-            assert outcome == [True]
+            assert scope.cancelled_caught
             assert ws.closed is None
-            inner.start_soon(ws.send_message, "after the cancellation " * 3)
-            assert await peer.next_event() == TextMessage("after the cancellation " * 3)
+            # Now the peer reads: every message sent before, whole and in order
+            # (the waiting one too, once there is room), then only what was
+            # sent after the cancellation, decoded correctly.
+            for message in expected:
+                assert await next_message(peer, strict=True) == message
+            await flood.done.wait()
+            assert flood.sent == expected and flood.error is None
+            assert ws.closed is None
+            # It repeats the cancelled message: a compressor that had taken that
+            # in would refer back to bytes the peer never got.
+            after = "after the cancellation: cancelled while waiting for room"
+            inner.start_soon(ws.send_message, after)
+            assert await peer.next_event() == TextMessage(after)
 
 
 @pytest.mark.parametrize("transport", ["lockstep", "tcp"])
-async def test_cancelling_a_write_under_way_aborts_the_connection(
+async def test_a_send_cancelled_while_it_waits_for_room_does_nothing(
     open_pair: Opener, nursery: trio.Nursery, transport: str, compress: bool
 ) -> None:
     ws, peer = await open_pair(transport, compress, max_message_size=2**24)
-    blob = blocking_payload(transport)
+    flood = Flood(ws, flood_size(transport))
     with trio.fail_after(LIMIT):
         with trio.CancelScope() as scope:
             nursery.start_soon(_cancel_when_blocked, scope)
-            await ws.send_message(blob)
+            await flood.run()  # the peer does not read: a send soon waits for room
         assert scope.cancelled_caught
-        assert ws.closed is not None and ws.closed.code == 1006
-        with pytest.raises(ConnectionClosed):
-            await ws.send_message("too late")
-        # The stream ends with no closing handshake. Over TCP the peer gets
-        # part of the frame; a stream that had taken the whole frame when the
-        # cancellation came (lock-step) may still deliver it, as trio's
-        # send_all allows: the abort is what tells the application.
-        arrived = await next_message(peer)
-        assert arrived is None if transport == "tcp" else arrived in (None, blob)
-        assert peer.ws.state.name != "CLOSED"  # no close frame came
+        flood.assert_bounded(held_by(transport))
+        assert flood.pending is not None  # the cancelled send's message
+        # The cancelled send did nothing: the connection is not aborted, and
+        # the peer gets every message whose send returned, whole and in order,
+        # then the next one sent, and nothing of the cancelled one. The next
+        # one repeats the end of it: a compressor that had taken it in would
+        # refer back to bytes the peer never got.
+        assert ws.closed is None
+        after = b"after: " + flood.pending[-1000:]
+        async with trio.open_nursery() as inner:
+            inner.start_soon(ws.send_message, after)  # it waits for room too
+            for message in flood.sent:
+                assert await next_message(peer, strict=True) == message
+            assert await peer.next_event() == BytesMessage(after)
+        assert ws.closed is None
+        await peer.send(TextMessage("and back"))
+        assert await ws.get_message() == "and back"
 
 
 async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
@@ -452,10 +497,12 @@ async def test_one_read_of_many_tiny_frames_lets_other_tasks_run(
     assert len(ws._inbox._items or ()) == count
 
 
-async def test_a_pong_is_owed_even_when_the_next_writer_gives_up(open_pair: Opener) -> None:
-    # A ping parsed while the writer role passes from a finished write to a
-    # queued send that then fails without writing: the pong must still go out.
-    # Which of the two runs first is the scheduler's choice, so try a few times.
+async def test_a_pong_goes_out_beside_a_write_under_way_and_a_send_that_fails(
+        open_pair: Opener) -> None:
+    # A ping parsed while the writer task hands over a frame the peer reads
+    # only later, and a send that fails before anything is queued: the pong
+    # must still go out. The order of the tasks is the scheduler's choice, so
+    # try a few times.
     for attempt in range(20):
         ws, peer = await open_pair("lockstep", False)
         ping = b"ping %d" % attempt
@@ -611,20 +658,28 @@ async def test_a_ping_before_we_fail_the_connection_is_answered_first(
     assert isinstance(close, CloseConnection) and close.code == code
 
 
-async def test_a_transport_fault_in_the_owed_pong_ends_that_connection_only(
-    nursery: trio.Nursery,
+@pytest.mark.parametrize("written", ["owed pong", "message"])
+@pytest.mark.parametrize("fault", [trio.BrokenResourceError, OSError])
+async def test_a_transport_fault_in_the_writer_task_ends_that_connection_only(
+    nursery: trio.Nursery, fault: type[Exception], written: str
 ) -> None:
-    # A custom stream whose send_all fails in a way trio's own streams never do.
-    from trio_websocket import WebSocketConnection
+    # A custom stream whose send_all fails: as trio's own streams do when the
+    # transport is broken, or in a way they never do. Either way the writer
+    # task, which writes whatever the stream did not take at once, ends this
+    # connection (1006) and nothing else.
+    from wsproto.frame_protocol import FrameProtocol as WsprotoFrames
+
     from trio_websocket_core.toolkit import FrameProtocol
 
     class Failing(trio.abc.Stream):
         def __init__(self, inner: trio.abc.Stream) -> None:
             self.inner = inner
+            self.writes = 0
 
         async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            self.writes += 1
             await trio.lowlevel.checkpoint()
-            raise OSError("this transport failed")
+            raise fault("this transport failed")
 
         async def wait_send_all_might_not_block(self) -> None:
             await trio.lowlevel.checkpoint()
@@ -635,17 +690,27 @@ async def test_a_transport_fault_in_the_owed_pong_ends_that_connection_only(
         async def aclose(self) -> None:
             await self.inner.aclose()
 
+    bystander, bystander_peer = await client_and_raw_server(nursery)
     ours, theirs = trio.testing.memory_stream_pair()
-    ws = WebSocketConnection(nursery, Failing(ours), FrameProtocol(client=False), path="/")
-    await trio.testing.wait_all_tasks_blocked()
-    # The state a race leaves (see test_a_pong_is_owed_even_when_the_next_writer_gives_up),
-    # set by hand: a ping was noted while a writer held the role, and the writer
-    # left without writing, so a short task sends the pong, and its write fails.
-    ws._writing = True
-    ws._owed_pongs = [b"owed"]
-    ws._release_writer()
+    failing = Failing(ours)
+    ws = WebSocketConnection(nursery, failing, FrameProtocol(client=False), path="/")
+    if written == "owed pong":
+        await theirs.send_all(WsprotoFrames(client=True, extensions=[]).ping(b"owed"))
+    else:
+        await ws.send_message("doomed")  # handed on without waiting for the stream
     with trio.fail_after(LIMIT):
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 1006  # and the nursery carries on
+    assert closed.value.reason.code == 1006
+    assert failing.writes == 1  # the writer task's write failed, and nothing else wrote
+    assert ws.closed is not None and ws.closed.code == 1006
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.send_message("after the fault")
+    assert closed.value.reason.code == 1006
+    await ws.aclose()  # the transport is gone: nothing to wait for
     await theirs.aclose()
+    # The nursery carries on: another connection in it works as before.
+    await bystander.send_message("still here")
+    assert await bystander_peer.next_event() == TextMessage("still here")
+    await bystander_peer.send(TextMessage("and here"))
+    assert await bystander.get_message() == "and here"

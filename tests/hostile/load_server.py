@@ -9,12 +9,15 @@ on stdout, and ends when stdin closes (so it never outlives the test):
 
 ``stats``  its counters, and its own RSS (KiB) and open descriptors, for
            systems where the test cannot read them from /proc
-``kick``   cancel every /slow handler: their blocked sends abort those connections
+``kick``   cancel every /slow handler's send, which then aborts its connection
 
 Paths: any other path echoes every message back; ``/slow`` sends binary messages
 of SLOW_SIZE bytes, up to SLOW_COUNT of them, to a client that does not
-read, so that one of its sends blocks (the count of finished sends and
-whether a send is under way are in ``stats``).
+read, so that one of its sends waits for room (the count of finished sends
+and whether a send is under way are in ``stats``). Cancelled, that send does
+nothing and the connection stays open (``slow_open_after_kick``); the
+handler then gives up on the client at once, with ``trio.aclose_forcefully``,
+rather than wait for a closing handshake it would never read.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 SLOW_SIZE = 256 * 1024
 #: Far more than loopback buffers hold (32 MiB of receive buffer at most
-#: here, plus the client's queue of one message): the sends must block.
+#: here, plus the client's queue of one message, plus our write buffer):
+#: a send must wait.
 SLOW_COUNT = 1024
 # Random, so that no compression could shrink it; seeded, so that the test
 # knows what the slow client should get.
@@ -52,6 +56,7 @@ class Stats:
         self.slow_sent = 0  # /slow sends that returned
         self.slow_in_send = False  # a /slow send is under way
         self.slow_kicked = 0
+        self.slow_open_after_kick = 0  # kicked connections still open after the cancelled send
         self.slow_scopes: set[trio.CancelScope] = set()
 
     def as_dict(self) -> dict[str, Any]:
@@ -60,6 +65,7 @@ class Stats:
             "closes": {str(code): n for code, n in self.closes.items()},
             "slow_running": self.slow_running, "slow_sent": self.slow_sent,
             "slow_in_send": self.slow_in_send, "slow_kicked": self.slow_kicked,
+            "slow_open_after_kick": self.slow_open_after_kick,
             "rss_kib": rss_kib(), "fds": len(os.listdir(FD_DIR)) - 1,  # less listdir's own
         }
 
@@ -107,6 +113,9 @@ async def slow(ws: WebSocketConnection) -> None:
                 STATS.slow_sent += 1
         if scope.cancelled_caught:
             STATS.slow_kicked += 1
+            if ws.closed is None:
+                STATS.slow_open_after_kick += 1
+            await trio.aclose_forcefully(ws)  # drop it now: it would never read our close
     finally:
         STATS.slow_in_send = False
         STATS.slow_scopes.discard(scope)

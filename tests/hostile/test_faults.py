@@ -57,13 +57,23 @@ from trio_websocket import (
 from trio_websocket_core import _budget
 from trio_websocket_core._connection import CLOSE_EOF_TIMEOUT
 
-from ..conftest import HOST, RawPeer, echo_handler, open_descriptors
+from ..conftest import (
+    HOST,
+    TCP_HOLDS_AT_MOST,
+    Flood,
+    RawPeer,
+    echo_handler,
+    open_descriptors,
+)
 
 LIMIT = 10  # seconds: a hang fails instead of stalling the suite
 DISCONNECT = 0.5  # the disconnect_timeout given where a test waits it out in real time
 PING_WAIT = 0.2  # how long a test lets a ping wait for a pong that never comes
 SLACK = 3.0  # what a loaded machine may add to a documented timeout
-STALL = 8 * 2**20  # a message a peer that does not read cannot take in (random: incompressible)
+FLOOD = 2**16  # bytes of each message sent to a peer that does not read
+# A message a peer that does not read cannot take in (random: incompressible):
+# loopback TCP's buffers are far smaller until the peer reads.
+STALL = 8 * 2**20
 MAX_POINTS = 200  # schedule points a call may reach before the test calls it a loop
 ROLES = ["client", "server"]
 
@@ -193,18 +203,6 @@ async def finish(ws: WebSocketConnection, peer: RawPeer) -> None:
         await ws.aclose()
 
 
-async def assert_aborted(ws: WebSocketConnection, pump: Pump) -> None:
-    """The connection was aborted: 1006, every call says so, and TCP ended with no close frame."""
-    assert ws.closed == CloseReason(1006, None)
-    with pytest.raises(ConnectionClosed) as caught:
-        await ws.send_message("after the abort")
-    assert caught.value.reason.code == 1006
-    with pytest.raises(ConnectionClosed):
-        await ws.get_message()
-    await pump.ended.wait()
-    assert pump.closes == []
-
-
 # -- resets ------------------------------------------------------------------------
 
 
@@ -248,33 +246,22 @@ async def test_a_reset_in_the_middle_of_a_message_being_received_ends_in_1006(
         await ws.aclose()  # nothing to wait for
 
 
-async def blocked_send(ws: WebSocketConnection, blob: bytes, outcome: list[BaseException | None],
-                       done: trio.Event) -> None:
-    """Send ``blob``, keeping how it ended."""
-    try:
-        await ws.send_message(blob)
-        outcome.append(None)
-    except ConnectionClosed as exc:
-        outcome.append(exc)
-    finally:
-        done.set()
-
-
 @pytest.mark.parametrize("role", ROLES)
 async def test_a_reset_while_we_send_a_message_ends_in_1006(
     opener: Opener, nursery: trio.Nursery, role: str
 ) -> None:
     ws, peer, _ = await opener(role, "tcp", pump=False)
-    outcome: list[BaseException | None] = []
-    done = trio.Event()
-    nursery.start_soon(blocked_send, ws, os.urandom(STALL), outcome, done)
+    flood = Flood(ws, FLOOD)
+    nursery.start_soon(flood.run)
     await trio.testing.wait_all_tasks_blocked()
-    assert not done.is_set()  # the peer does not read: the send waits
+    assert not flood.done.is_set()  # the peer does not read: a send waits for room
+    flood.assert_bounded(TCP_HOLDS_AT_MOST)
     await reset(peer.stream)
     with trio.fail_after(LIMIT):
-        await done.wait()
-        assert isinstance(outcome[0], ConnectionClosed)
-        assert outcome[0].reason == CloseReason(1006, None)
+        await flood.done.wait()
+        assert flood.error is not None and flood.pending is not None  # the waiting send
+        assert flood.error.reason == CloseReason(1006, None)
+        assert ws.closed == CloseReason(1006, None)
         with pytest.raises(ConnectionClosed) as caught:
             await ws.get_message()
         assert caught.value.reason.code == 1006
@@ -337,7 +324,6 @@ class Listening:
         self.ended = trio.Event()
         self.ended_at = 0.0
         self.release = trio.Event()  # set to let a peer that does not even read, read
-        self.received = 0  # bytes such a peer found once released
 
     async def listen(self, peer: RawPeer) -> None:
         while (event := await peer.next_event()) is not None:
@@ -346,11 +332,26 @@ class Listening:
         self.ended.set()
 
     async def stall(self, peer: RawPeer) -> None:
-        """Read nothing until released, then count what arrived, until EOF."""
+        """Read nothing until released, then listen."""
         await self.release.wait()
-        while data := await peer.stream.receive_some():
-            self.received += len(data)
-        self.ended.set()
+        await self.listen(peer)
+
+    def messages(self) -> list[str | bytes]:
+        return whole_messages(self.events)
+
+
+def whole_messages(events: list[Event]) -> list[str | bytes]:
+    """The whole messages among ``events``, in order (one cut short is left out)."""
+    found: list[str | bytes] = []
+    parts: list[Any] = []
+    for event in events:
+        if isinstance(event, Message):
+            parts.append(event.data)
+            if event.message_finished:
+                text = isinstance(event, TextMessage)
+                found.append("".join(parts) if text else b"".join(parts))
+                parts = []
+    return found
 
 
 async def raw_tcp_server(nursery: trio.Nursery,
@@ -450,68 +451,92 @@ async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def test_cancelling_a_send_to_a_server_that_stopped_reading_aborts_with_1006(
+async def test_cancelling_a_send_to_a_server_that_stopped_reading_does_nothing(
     nursery: trio.Nursery,
 ) -> None:
-    # The server role of this is test_trio_rules' test_cancelling_a_write_under_way_...
-    # An aborted connection then closes at once: were it to wait for the peer,
-    # disconnect_timeout (LIMIT here) would raise DisconnectionTimeout.
-    server = Listening()
-    port = await raw_tcp_server(nursery, server.stall)
+    # The server role of this is test_trio_rules' test_a_send_cancelled_while_it_waits_...
+    # Sends never wait for the transport, only for room in the write buffer,
+    # so the cancelled send did nothing, and the connection works on: once the
+    # server reads, everything sent arrives, and the closing handshake completes
+    # (were it to fail, disconnect_timeout, LIMIT here, would raise DisconnectionTimeout).
+    release = trio.Event()
+    pumps: list[Pump] = []
+
+    async def stall_then_read(peer: RawPeer) -> None:
+        await release.wait()
+        pumps.append(Pump(peer))
+        await pumps[0].run()  # answers our close, then closes TCP
+
+    port = await raw_tcp_server(nursery, stall_then_read)
     async with open_websocket(HOST, port, "/", use_ssl=False, disconnect_timeout=LIMIT) as ws:
+        flood = Flood(ws, FLOOD)
         with trio.fail_after(LIMIT):
             with trio.CancelScope() as scope:
-                nursery.start_soon(_cancel_when_blocked, scope)  # once the send is blocked
-                await ws.send_message(os.urandom(STALL))
+                nursery.start_soon(_cancel_when_blocked, scope)  # once a send waits
+                await flood.run()
         assert scope.cancelled_caught
-        assert ws.closed == CloseReason(1006, None)
-        with pytest.raises(ConnectionClosed) as caught:
-            await ws.send_message("after")
-        assert caught.value.reason.code == 1006
-    server.release.set()
-    with trio.fail_after(LIMIT):
-        await server.ended.wait()  # part of the frame, then EOF
-    assert server.received < STALL
+        flood.assert_bounded(TCP_HOLDS_AT_MOST)
+        assert ws.closed is None
+        release.set()
+        with trio.fail_after(LIMIT):
+            await ws.send_message("after")  # waits for room while the server reads
+    assert ws.closed == CloseReason(1000, None)
+    # Every message whose send returned, in order, then the next one; nothing
+    # of the cancelled one.
+    assert pumps[0].messages == [*flood.sent, "after"]
+    assert [close.code for close in pumps[0].closes] == [1000]
 
 
 async def test_closing_beside_a_send_a_server_does_not_read_is_bounded_by_disconnect_timeout(
     nursery: trio.Nursery,
 ) -> None:
-    # Our close frame waits behind the blocked send; disconnect_timeout bounds
-    # that wait, then the connection is aborted and the send fails.
+    # Our close frame waits behind a full write buffer; disconnect_timeout
+    # bounds that wait, then the connection is aborted and the waiting send fails.
+    # The messages are too big for the transport to ever take one whole, so
+    # the buffer never has room again: the waiting send ends with the abort.
     server = Listening()
     port = await raw_tcp_server(nursery, server.stall)
-    outcome: list[BaseException | None] = []
-    done = trio.Event()
     with pytest.raises(DisconnectionTimeout):
         async with open_websocket(HOST, port, "/", use_ssl=False,
                                   disconnect_timeout=DISCONNECT) as ws:
-            nursery.start_soon(blocked_send, ws, os.urandom(STALL), outcome, done)
+            flood = Flood(ws, STALL)
+            nursery.start_soon(flood.run)
             await trio.testing.wait_all_tasks_blocked()
-            assert not done.is_set()  # it blocks: the server does not read
+            assert not flood.done.is_set()  # a send waits: the server does not read
+            flood.assert_bounded(TCP_HOLDS_AT_MOST)
             start = trio.current_time()
     assert DISCONNECT <= trio.current_time() - start < DISCONNECT + SLACK
     with trio.fail_after(LIMIT):
-        await done.wait()
-        assert isinstance(outcome[0], ConnectionClosed)
+        await flood.done.wait()
+        # Closing had started: the send says so, as any send after aclose() does.
+        assert flood.error is not None and flood.pending is not None
+        assert flood.error.reason == ws.closed == CloseReason(1000, None)
         server.release.set()
         await server.ended.wait()
-    assert server.received < STALL  # cut short: the close frame could never follow it
+    # Cut short: a part of what was sent, in order, and no close frame after it.
+    arrived = server.messages()
+    assert arrived == flood.sent[:len(arrived)] and len(arrived) < len(flood.sent)
+    assert not any(isinstance(event, CloseConnection) for event in server.events)
 
 
 async def test_a_server_closing_beside_a_send_the_client_does_not_read_gives_up_in_time(
     nursery: trio.Nursery,
 ) -> None:
     # serve_websocket bounds the close after the handler returns by disconnect_timeout.
-    outcome: list[BaseException | None] = []
-    done = trio.Event()
+    # As above, the messages are too big for the transport to ever take one
+    # whole: the waiting send ends with the abort.
+    floods: list[Flood] = []
+    started = trio.Event()
+    waiting: list[bool] = []
     returned: list[float] = []
 
     async def handler(request: WebSocketRequest) -> None:
-        ws = await request.accept()
-        nursery.start_soon(blocked_send, ws, os.urandom(STALL), outcome, done)
+        flood = Flood(await request.accept(), STALL)
+        floods.append(flood)
+        started.set()
+        nursery.start_soon(flood.run)
         await trio.testing.wait_all_tasks_blocked()
-        assert not done.is_set()  # it blocks: the client does not read
+        waiting.append(not flood.done.is_set())  # a send waits: the client does not read
         returned.append(trio.current_time())
 
     server = await nursery.start(functools.partial(
@@ -520,14 +545,23 @@ async def test_a_server_closing_beside_a_send_the_client_does_not_read_gives_up_
     try:
         await peer.send(Request(host="localhost", target="/"))
         with trio.fail_after(LIMIT):
-            await done.wait()  # reading nothing meanwhile
+            await started.wait()
+            flood = floods[0]
+            await flood.done.wait()  # reading nothing meanwhile
+        assert waiting == [True]
+        flood.assert_bounded(TCP_HOLDS_AT_MOST)
         assert DISCONNECT <= trio.current_time() - returned[0] < DISCONNECT + SLACK
-        assert isinstance(outcome[0], ConnectionClosed)
-        received = 0
+        assert flood.error is not None and flood.pending is not None
+        assert flood.error.reason == flood.ws.closed == CloseReason(1000, None)
+        events: list[Event] = []
         with trio.fail_after(LIMIT):
-            while data := await peer.stream.receive_some():
-                received += len(data)
-        assert received < STALL
+            while (event := await peer.next_event()) is not None:
+                events.append(event)
+        # Cut short: a part of what was sent, in order, and no close frame after it.
+        assert isinstance(events[0], AcceptConnection)
+        arrived = whole_messages(events)
+        assert arrived == flood.sent[:len(arrived)] and len(arrived) < len(flood.sent)
+        assert not any(isinstance(event, CloseConnection) for event in events)
     finally:
         await peer.stream.aclose()
 
@@ -613,22 +647,25 @@ async def test_send_message_cancelled_at_each_schedule_point(
             if not scope.cancelled_caught:
                 await pump.until(lambda: pump.messages)
                 assert pump.messages == [message]
-            elif ws.closed is None:
-                # It did nothing: the peer never gets it, and the connection (and
-                # its compressor, which the peer would fail to follow) works on.
+            else:
+                # A send waits only for room in the write buffer, before it does
+                # anything: cancelled, it never aborts. It did nothing: the peer
+                # never gets it, and the connection (and its compressor, which
+                # the peer would fail to follow) works on.
+                assert ws.closed is None
                 await ws.send_message(after)
                 await pump.until(lambda: pump.messages)
                 assert pump.messages == [after]
                 await peer.send(TextMessage("and back"))
                 assert await ws.get_message() == "and back"
-            else:
-                await assert_aborted(ws, pump)
             await finish(ws, peer)
         return scope.cancelled_caught
 
     cancelled = await at_each_schedule_point(attempt)
-    if budget == "spent" or transport == "memory":
-        assert cancelled >= 1  # the budget's yield, or a memory stream's own checkpoint
+    # It may finish without a schedule point (the transport is never waited
+    # for), unless the budget runs out: it was spent, or the message costs more.
+    if budget == "spent" or 1 + len(message) // _budget.UNIT_BYTES > _budget.BUDGET:
+        assert cancelled >= 1
 
 
 @pytest.mark.parametrize("handed_over", [False, True], ids=["fresh", "after a hand-over"])
@@ -680,16 +717,15 @@ async def test_ping_cancelled_at_each_schedule_point(
                 await ws.ping(b"first")
             if not scope.cancelled_caught:
                 assert pump.pings == [b"first"]
-            elif ws.closed is None:
+            else:
                 # Nothing was sent, or it only stopped waiting for the pong (which
-                # is ignored when it comes): the connection works on.
+                # is ignored when it comes): never an abort, the connection works on.
+                assert ws.closed is None
                 await ws.ping(b"second")
                 assert pump.pings in ([b"second"], [b"first", b"second"])
                 await ws.send_message("still works")
                 await pump.until(lambda: pump.messages)
                 assert pump.messages == ["still works"]
-            else:
-                await assert_aborted(ws, pump)
             await finish(ws, peer)
         return scope.cancelled_caught
 

@@ -21,7 +21,7 @@ from trio_websocket_core import (
     PerMessageDeflate,
     WebSocketConnection,
 )
-from trio_websocket_core.toolkit import Header
+from trio_websocket_core.toolkit import Header, tls_stream
 
 from ._handshake import wrap_client_stream
 
@@ -120,11 +120,10 @@ async def connect_websocket(
     ssl_context = _ssl_context_for(use_ssl)
     stream: trio.abc.Stream
     try:
-        if ssl_context is None:
-            stream = await _open_tcp_stream(host, port)
-        else:
-            stream = await trio.open_ssl_over_tcp_stream(
-                host, port, ssl_context=ssl_context, https_compatible=True)
+        stream = await _open_tcp_stream(host, port)
+        if ssl_context is not None:
+            # Handshaken on first use, inside the opening handshake's timeout.
+            stream = tls_stream(stream, ssl_context, host)
     except OSError as exc:
         raise ConnectionFailed.wrap(exc, _host_header(host, port, 0)) from exc
     return await wrap_client_stream(

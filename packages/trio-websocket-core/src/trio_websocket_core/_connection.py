@@ -20,8 +20,10 @@ queue is full wait with it (at most the latest ``MAX_OWED_PONGS``, as RFC
 Fairness: calls that finish without waiting spend from the cooperative
 budget (``_budget``), which bounds how long any task runs them in a row.
 
-Plain TCP on POSIX: reads and writes use the socket's descriptor directly
-(``os.read``/``os.write``) and go through trio only to wait, and a task
+TCP on POSIX, plain or with TLS made by us (``_tls.TLSStream``, which the
+connection encrypts and decrypts through): reads and writes use the
+socket's descriptor directly (``os.read``/``os.write``) and go through trio
+only to wait, and a task
 waiting in ``get_message()`` may read the socket itself while the reader
 task stands aside ("lends" the socket), so a request and its answer cost one
 pass of trio's scheduler instead of two. Only reading and plain messages move
@@ -50,6 +52,8 @@ from ._http import RECEIVE_SIZE, decode_headers
 from ._inbox import Inbox
 from ._pings import PingTracker
 from ._protocol import CLOSE, FAIL, MESSAGE, PING, PONG, TOO_BIG, Event, Frame, FrameProtocol
+from ._raw import RAW_SOCKET_IO
+from ._tls import TLSStream
 
 __all__ = [
     "CLOSE_EOF_TIMEOUT",
@@ -81,12 +85,14 @@ MAX_OWED_PONGS = 32
 #: write, and bounds what a peer that does not read can make us hold.
 WRITE_BUFFER_SIZE = 64 * 1024
 
-#: Whether plain TCP connections use the socket's descriptor directly. Only
-#: on POSIX, where a socket is a file descriptor that ``os.read`` and
-#: ``os.write`` take (on Windows a socket handle is not). Setting the
-#: environment variable ``TRIO_WEBSOCKET_GENERIC_IO=1`` turns it off, which
-#: the test suite uses to run everything over the stream methods too.
-RAW_SOCKET_IO = os.name == "posix" and os.environ.get("TRIO_WEBSOCKET_GENERIC_IO", "0") == "0"
+# Frames shorter than this are copied into one buffer at the end of the
+# queue, so the bound above is the memory they take (a small frame object
+# costs more than its bytes), and the writer task sends them in one call.
+_MERGE_BELOW = 16 * 1024
+# The writer task hands longer frames to the stream in pieces of this size,
+# so that a peer reading slowly still shows progress (see _drain).
+_WRITE_PIECE = 256 * 1024
+
 
 _READER_NAME = "trio_websocket reader"  # one string for every reader task
 _WRITER_NAME = "trio_websocket writer"
@@ -111,10 +117,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
     # Slots: thousands of idle connections are a normal load for a server.
     __slots__ = ("_backlog", "_broken", "_closed", "_flushing", "_getter_reading",
                  "_handshake_headers", "_inbox", "_local", "_max_message_size", "_nursery",
-                 "_outgoing", "_outgoing_size", "_outgoing_skip", "_owed_pongs", "_path",
+                 "_outgoing", "_outgoing_size", "_outgoing_skip", "_outgoing_tail",
+                 "_owed_pongs", "_path",
                  "_pings", "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
                  "_reader_parked", "_reader_scope", "_remote", "_room", "_sock", "_stream",
-                 "_subprotocol", "_writer_parked", "_writer_scope")
+                 "_subprotocol", "_tls", "_writer_parked", "_writer_scope")
 
     def __init__(
         self,
@@ -150,6 +157,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._outgoing: list[Frame] = []
         self._outgoing_size = 0
         self._outgoing_skip = 0
+        self._outgoing_tail: bytearray | None = None  # the last frame, if small frames merge in it
         self._writer_scope: trio.CancelScope | None = None  # the writer task's, once started
         self._writer_parked: trio.lowlevel.Task | None = None  # it sleeps until frames come
         self._flushing = False  # the writer task is in the stream's send_all
@@ -159,8 +167,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._broken = False  # nothing more can be written
         # Plain TCP on POSIX: the socket, whose descriptor is used directly.
         # Its fileno() is asked before every use: -1 once anyone closed it.
-        self._sock = (stream.socket if RAW_SOCKET_IO and type(stream) is trio.SocketStream
-                      else None)
+        self._sock: trio.socket.SocketType | None = None
+        self._tls: TLSStream | None = None  # encrypts and decrypts around the socket
+        if RAW_SOCKET_IO and type(stream) is trio.SocketStream:
+            self._sock = stream.socket
+        elif RAW_SOCKET_IO and type(stream) is TLSStream:
+            self._sock, self._tls = stream.socket, stream
         self._reader_scope = trio.CancelScope()
         # Lending the socket to getters (raw descriptors only; see the module docstring).
         self._reader_lent = False  # the reader stands aside: it will not touch the socket
@@ -292,6 +304,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             while mine is _NO_MESSAGE and self._closed is None:
                 if protocol.more:  # the last read's frames are not all parsed yet
                     await trio.lowlevel.checkpoint()
+                elif self._tls is not None and self._tls.ended:
+                    break  # close_notify came: the reader ends the connection
                 else:
                     fd = sock.fileno()
                     if fd < 0:
@@ -311,6 +325,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
                         break  # the reader reads again and sees the connection is lost
                     if not data:
                         break  # likewise for the peer's EOF
+                    if self._tls is not None:
+                        plaintext = self._decrypt(self._tls, data)
+                        if plaintext is None:
+                            break  # the reader finds TLS over, or failed, too
+                        data = plaintext
                     protocol.receive_data(data)
                 events = protocol.events()
                 for index, (kind, value) in enumerate(events):
@@ -335,9 +354,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def send_message(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (bytes-like) message.
 
-        Returns once the message is handed to the transport. If cancelled,
-        either nothing was sent (the connection stays usable) or, when part
-        of the frame may be on the wire, the connection is aborted (1006).
+        Returns once the frame is handed to the transport or queued for it
+        (like a socket's send buffer); waits while more than
+        ``WRITE_BUFFER_SIZE`` bytes are queued. If cancelled, nothing was
+        sent and the connection stays usable: a send is never half done.
 
         :raises ConnectionClosed: if the connection is closed or closing.
         :raises TypeError: for anything but ``str`` or bytes-like.
@@ -476,6 +496,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
         Never waits, so callers never leave a frame half sent. Only a
         transport already gone raises (ConnectionClosed, having aborted).
         """
+        tls = self._tls
+        if tls is not None:
+            try:
+                records = tls.encrypt(frame)
+            except trio.BrokenResourceError as exc:
+                self._abort()
+                raise self._closed_error() from exc
+            FrameProtocol.release(frame)
+            frame = records
+        self._put(frame)
+
+    def _put(self, frame: Frame) -> None:
+        """Write bytes (encrypted, on TLS) now if the kernel takes them, else queue them."""
         size = len(frame)
         if self._outgoing_size == 0:  # nothing ahead of it
             sock = self._sock
@@ -496,10 +529,24 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 if sent == size:
                     FrameProtocol.release(frame)
                     return
-                self._outgoing_skip = sent
+                if sent and size - sent < _MERGE_BELOW:
+                    rest = bytes(memoryview(frame)[sent:])  # a copy, merged below
+                    FrameProtocol.release(frame)
+                    frame = rest
+                else:
+                    self._outgoing_skip = sent
                 size -= sent
-        self._outgoing.append(frame)
         self._outgoing_size += size
+        if size < _MERGE_BELOW:
+            tail = self._outgoing_tail
+            if tail is None:
+                self._outgoing_tail = tail = bytearray(frame)
+                self._outgoing.append(tail)
+            else:
+                tail += frame
+        else:
+            self._outgoing.append(frame)
+            self._outgoing_tail = None  # small frames after it queue behind it
         writer = self._writer_parked
         if writer is not None:
             self._writer_parked = None
@@ -522,7 +569,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             with scope:
                 await self._write_batches()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
             pass  # the transport is gone: the connection is lost
         except Exception:
             # A fault in one connection's machinery ends that connection only.
@@ -532,7 +579,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._abort()  # frames may be left unsent: nothing more can be written
 
     async def _write_batches(self) -> None:
-        stream = self._stream
+        stream = self._stream if self._tls is None else self._tls.transport_stream
         release = FrameProtocol.release
         while True:
             frames = self._outgoing
@@ -540,24 +587,25 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._writer_parked = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(self._abort_writer_park)
                 continue
-            self._outgoing = []  # frames sent meanwhile queue behind this batch
+            # Frames sent meanwhile queue behind this batch.
+            self._outgoing, self._outgoing_tail = [], None
             skip, self._outgoing_skip = self._outgoing_skip, 0
-            first = memoryview(frames[0])[skip:] if skip else frames[0]
-            data = first if len(frames) == 1 else b"".join([first, *frames[1:]])
-            size = len(data)
-            self._flushing = True
-            await stream.send_all(data)
-            self._flushing = False
-            if skip:
-                first.release()  # type: ignore[union-attr]
             for frame in frames:
+                view = memoryview(frame)
+                for start in range(skip, len(frame), _WRITE_PIECE):
+                    piece = view[start:start + _WRITE_PIECE]
+                    self._flushing = True
+                    await stream.send_all(piece)
+                    self._flushing = False
+                    self._outgoing_size -= len(piece)
+                    piece.release()
+                    if self._room is not None:
+                        self._room.unpark_all()  # progress: senders and _drain look again
+                skip = 0
+                view.release()
                 release(frame)
-            self._outgoing_size -= size
-            if self._outgoing_size <= WRITE_BUFFER_SIZE:
-                if self._room is not None:
-                    self._room.unpark_all()
-                if self._owed_pongs is not None:
-                    self._send_owed_pongs()
+            if self._owed_pongs is not None and self._outgoing_size <= WRITE_BUFFER_SIZE:
+                self._send_owed_pongs()
 
     def _abort_writer_park(self, _: object) -> trio.lowlevel.Abort:
         self._writer_parked = None  # cancelled: the connection is ending
@@ -566,14 +614,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _drain(self) -> None:
         """Wait until the writer task has handed every queued frame to the stream.
 
-        For the last frames (a close frame) before the transport closes;
-        bounded, since a peer that does not read would hold it forever.
+        For the last frames (a close frame) before the transport closes. A
+        peer that reads nothing for ``CLOSE_EOF_TIMEOUT`` seconds (no piece
+        of up to 256 KiB goes out) would hold it forever: the connection is
+        then aborted.
         """
-        with trio.move_on_after(CLOSE_EOF_TIMEOUT):
-            if self._room is None:
-                self._room = trio.lowlevel.ParkingLot()
-            while self._outgoing_size and not self._broken:
+        if self._room is None:
+            self._room = trio.lowlevel.ParkingLot()
+        while self._outgoing_size and not self._broken:
+            with trio.move_on_after(CLOSE_EOF_TIMEOUT) as waited:
                 await self._room.park()
+            if waited.cancelled_caught:
+                logger.debug("giving up on %s: %d bytes unsent", self._remote, self._outgoing_size)
+                self._abort()
 
     def _send_owed_pongs(self, *, full: bool = False) -> None:
         """Answer the pings owed, in one frame write, unless our close frame is out.
@@ -628,8 +681,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
         stream = self._stream
         protocol = self._protocol
         sock = self._sock
+        tls = self._tls
         drained = True  # nothing read yet: wait for the first bytes
-        data: bytes | bytearray
+        data: bytes | bytearray | None
+        if tls is not None:
+            # Records that came behind the HTTP head, not yet decrypted.
+            data = self._decrypt(tls, b"")
+            if data is None:
+                return
+            protocol.receive_data(data)
         keep_reading = await self._handle_events(protocol.events(), 0)
         while keep_reading:
             if self._backlog is not None:
@@ -651,6 +711,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 # Read the socket directly, and go through trio only to wait
                 # for it (a reader parked in receive_some holds ~2 KiB of
                 # frames and helpers).
+                if tls is not None and tls.ended:
+                    return  # close_notify came: an EOF, whatever the socket says
                 if drained:
                     # Stand aside while a getter reads, or when one was just
                     # handed a message and will likely ask again.
@@ -686,6 +748,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     return
             if not data:
                 return
+            read_size = len(data)
+            if tls is not None:
+                data = self._decrypt(tls, data)
+                if data is None:
+                    return  # TLS is over (close_notify) or failed: the connection is lost
             # After the peer's close frame the protocol ignores input, so a
             # client just reads on until the server's EOF.
             protocol.receive_data(data)
@@ -695,7 +762,18 @@ class WebSocketConnection(trio.abc.AsyncResource):
             # (request and response), so the next read would fail; if some
             # are still queued, the peer streams and more has probably
             # arrived meanwhile.
-            drained = len(data) < RECEIVE_SIZE and not self._inbox.queued()
+            drained = read_size < RECEIVE_SIZE and not self._inbox.queued()
+
+    def _decrypt(self, tls: TLSStream, data: bytes | bytearray) -> bytes | None:
+        """The plaintext of bytes read from the socket; None once TLS ended or failed."""
+        try:
+            plaintext = tls.decrypt(data)
+            answer = tls.pending_output()  # e.g. a key update's own
+            if answer:
+                self._put(answer)
+        except (trio.BrokenResourceError, ConnectionClosed):
+            return None
+        return plaintext
 
     def _wake_reader(self) -> None:
         """Let a reader that stands aside look again at who should read."""
@@ -781,6 +859,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._send(protocol.close(code, reason))
         if not protocol.client:
             return False  # the closing handshake is complete: the server closes TCP first
+        if self._outgoing_size:
+            await self._drain()  # our answer goes out before the wait for EOF starts
         # RFC 6455 7.1.1: a client waits for the server's EOF, within a bound.
         self._reader_scope.deadline = min(self._reader_scope.deadline,
                                           trio.current_time() + CLOSE_EOF_TIMEOUT)

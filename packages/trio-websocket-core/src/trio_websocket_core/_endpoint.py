@@ -7,6 +7,8 @@ import socket
 
 import trio
 
+from ._tls import TLSStream
+
 __all__ = ["Endpoint", "socket_endpoint", "stream_endpoints"]
 
 
@@ -72,7 +74,7 @@ def stream_endpoints(stream: trio.abc.Stream) -> tuple[Endpoint | str, Endpoint 
     """
     inner: object = stream
     is_ssl = False
-    if isinstance(inner, trio.SSLStream):
+    if isinstance(inner, (trio.SSLStream, TLSStream)):
         is_ssl = True
         inner = inner.transport_stream
     if isinstance(inner, trio.SocketStream):

@@ -27,6 +27,7 @@ from ._http import (
     receive_http_head,
 )
 from ._protocol import FrameProtocol
+from ._tls import TLSListener, TLSStream, tls_listeners, tls_stream
 
 __all__ = [
     "MAX_HEADERS",
@@ -37,6 +38,8 @@ __all__ = [
     "FrameProtocol",
     "HeadTooLarge",
     "Header",
+    "TLSListener",
+    "TLSStream",
     "header_fields",
     "headers_except",
     "is_target",
@@ -44,4 +47,6 @@ __all__ = [
     "receive_http_head",
     "socket_endpoint",
     "stream_endpoints",
+    "tls_listeners",
+    "tls_stream",
 ]

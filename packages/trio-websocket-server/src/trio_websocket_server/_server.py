@@ -19,7 +19,7 @@ from trio_websocket_core import (
     HandshakeError,
     PerMessageDeflate,
 )
-from trio_websocket_core.toolkit import socket_endpoint
+from trio_websocket_core.toolkit import TLSListener, socket_endpoint, tls_listeners
 
 from ._request import WebSocketRequest, wrap_server_stream
 
@@ -74,7 +74,7 @@ class WebSocketServer:
         """Where the server listens: an :class:`Endpoint` per TCP listener, else text."""
         found: list[Endpoint | str] = []
         for listener in self._listeners:
-            is_ssl = isinstance(listener, trio.SSLListener)
+            is_ssl = isinstance(listener, (trio.SSLListener, TLSListener))
             inner = listener.transport_listener if is_ssl else listener  # type: ignore[attr-defined]
             if isinstance(inner, trio.SocketListener):
                 found.append(socket_endpoint(inner.socket, is_ssl, peer=False))
@@ -165,11 +165,9 @@ async def serve_websocket(
     bounds the permessage-deflate a client may agree to (``None``: never).
     """
     listeners: Sequence[trio.abc.Listener[Any]]
-    if ssl_context is None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    else:
-        listeners = await trio.open_ssl_over_tcp_listeners(
-            port, ssl_context, host=host, https_compatible=True)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    if ssl_context is not None:
+        listeners = tls_listeners(listeners, ssl_context)
     server = WebSocketServer(
         handler, listeners, handler_nursery=handler_nursery,
         message_queue_size=message_queue_size, max_message_size=max_message_size,

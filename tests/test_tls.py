@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 import trustme
 from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, Message
+from wsproto.events import AcceptConnection, CloseConnection, Message
 
 from trio_websocket import (
     ConnectionClosed,
@@ -19,6 +20,8 @@ from trio_websocket import (
     open_websocket,
     open_websocket_url,
     serve_websocket,
+    wrap_client_stream,
+    wrap_server_stream,
 )
 from trio_websocket_core.toolkit import TLSStream
 
@@ -188,3 +191,114 @@ async def test_large_and_small_messages_interleaved_both_ways(tls_server: int,
                 nursery.start_soon(send_all)
                 received = [await ws.get_message() for _ in sent]
     assert received == sent
+
+
+async def test_a_forged_record_right_behind_a_message_ends_in_1006(
+        nursery: trio.Nursery, ca: trustme.CA) -> None:
+    # The getter that took the message reads the socket itself next (raw
+    # path): a record that fails to decrypt must end the connection there too,
+    # not leave it waiting for bytes that will never be valid.
+    async def serve(tls: TLSStream) -> None:
+        peer = RawPeer(tls, ConnectionType.SERVER)
+        await peer.next_event()
+        await peer.send(AcceptConnection())
+        await peer.send(Message(data="first"))
+        await tls.transport_stream.send_all(b"\x17\x03\x03\x00\x05hello")
+        # Silent until the client goes (it may answer the forgery with an alert).
+        with contextlib.suppress(trio.BrokenResourceError):
+            await peer.next_event()
+
+    port = await hand_made_server(nursery, ca, serve)
+    with trio.fail_after(LIMIT):
+        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
+            assert await ws.get_message() == "first"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 1006
+
+
+async def test_frames_and_close_notify_in_the_read_behind_the_upgrade(
+        nursery: trio.Nursery, ca: trustme.CA) -> None:
+    # The 101, a message and a close frame in one record, close_notify right
+    # behind it, in one TCP write: the message and the peer's close code arrive.
+    async def serve(tls: TLSStream) -> None:
+        peer = RawPeer(tls, ConnectionType.SERVER)
+        await peer.next_event()
+        frames = b"".join(peer.ws.send(event) for event in (
+            AcceptConnection(), Message(data="goodbye"), CloseConnection(code=4000)))
+        records = tls.encrypt(frames)
+        # Our TLSStream never sends close_notify itself; its SSLObject can.
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls._object.unwrap()
+        await tls.transport_stream.send_all(records + tls.pending_output())
+        await peer.next_event()
+
+    port = await hand_made_server(nursery, ca, serve)
+    with trio.fail_after(LIMIT):
+        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
+            assert await ws.get_message() == "goodbye"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 4000
+
+
+async def test_a_server_that_closes_during_the_tls_handshake_is_a_connection_failure(
+        nursery: trio.Nursery) -> None:
+    from trio_websocket import ConnectionFailed
+
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+
+    async def serve() -> None:
+        async with listeners[0] as listener, await listener.accept() as tcp:
+            await tcp.receive_some()  # the ClientHello, then EOF
+
+    nursery.start_soon(serve)
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(LIMIT), pytest.raises(ConnectionFailed) as failed:
+        async with open_websocket_url(f"wss://{HOST}:{port}/", ssl.create_default_context()):
+            pass
+    assert isinstance(failed.value.__cause__, ssl.SSLError)
+
+
+async def test_our_tls_stream_over_any_stream_takes_the_generic_path(
+        nursery: trio.Nursery, ca: trustme.CA) -> None:
+    # Only a TLSStream straight over TCP lets the connection use the socket.
+    client_side, server_side = trio.testing.memory_stream_pair()
+    client_tls = TLSStream(client_side, client_context(ca), server_side=False,  # type: ignore[arg-type]
+                           server_hostname=HOST)
+    server_tls = TLSStream(server_side, server_context(ca), server_side=True)  # type: ignore[arg-type]
+
+    async def serve() -> None:
+        request = await wrap_server_stream(nursery, server_tls)
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+
+    nursery.start_soon(serve)
+    with trio.fail_after(LIMIT):
+        ws = await wrap_client_stream(nursery, client_tls, HOST, "/")
+        await ws.send_message("over memory")
+        assert await ws.get_message() == "over memory"
+        await ws.aclose()
+
+
+async def test_tls_stream_keeps_the_stream_contract(ca: trustme.CA) -> None:
+    client_side, server_side = trio.testing.memory_stream_pair()
+    client = TLSStream(client_side, client_context(ca), server_side=False,  # type: ignore[arg-type]
+                       server_hostname=HOST)
+    server = TLSStream(server_side, server_context(ca), server_side=True)  # type: ignore[arg-type]
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            # A sending and a receiving task may both start the handshake.
+            nursery.start_soon(client.send_all, b"ping")
+            nursery.start_soon(server.send_all, b"pong and more")
+            assert await client.receive_some(4) == b"pong"
+            assert await server.receive_some() == b"ping"
+        with pytest.raises(ValueError):
+            await client.receive_some(0)
+        # With plaintext already decrypted it is still a checkpoint, and a
+        # cancellation there loses nothing.
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await client.receive_some()
+        assert await client.receive_some() == b" and more"

@@ -171,7 +171,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._tls: TLSStream | None = None  # encrypts and decrypts around the socket
         if RAW_SOCKET_IO and type(stream) is trio.SocketStream:
             self._sock = stream.socket
-        elif RAW_SOCKET_IO and type(stream) is TLSStream:
+        elif (RAW_SOCKET_IO and type(stream) is TLSStream
+              and type(stream.transport_stream) is trio.SocketStream):
             self._sock, self._tls = stream.socket, stream
         self._reader_scope = trio.CancelScope()
         # Lending the socket to getters (raw descriptors only; see the module docstring).
@@ -685,11 +686,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         drained = True  # nothing read yet: wait for the first bytes
         data: bytes | bytearray | None
         if tls is not None:
-            # Records that came behind the HTTP head, not yet decrypted.
+            # Records that came behind the HTTP head, not yet decrypted (if TLS
+            # ended there too, the loop below sees it after these events).
             data = self._decrypt(tls, b"")
-            if data is None:
-                return
-            protocol.receive_data(data)
+            if data:
+                protocol.receive_data(data)
         keep_reading = await self._handle_events(protocol.events(), 0)
         while keep_reading:
             if self._backlog is not None:
@@ -768,7 +769,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """The plaintext of bytes read from the socket; None once TLS ended or failed."""
         try:
             plaintext = tls.decrypt(data)
-            answer = tls.pending_output()  # e.g. a key update's own
+            answer = tls.pending_output()  # e.g. a TLS 1.2 renegotiation's
             if answer:
                 self._put(answer)
         except (trio.BrokenResourceError, ConnectionClosed):

@@ -39,7 +39,8 @@ class TLSStream(trio.abc.Stream):
     the ``ssl.SSLError`` as its cause, as ``trio.SSLStream`` does.
     """
 
-    __slots__ = ("_ended", "_incoming", "_object", "_outgoing", "_shaken", "transport_stream")
+    __slots__ = ("_ended", "_handshake_lock", "_incoming", "_object", "_outgoing", "_shaken",
+                 "transport_stream")
 
     def __init__(self, transport_stream: trio.SocketStream, context: ssl.SSLContext, *,
                  server_side: bool, server_hostname: str | None = None) -> None:
@@ -49,7 +50,8 @@ class TLSStream(trio.abc.Stream):
         self._object = context.wrap_bio(self._incoming, self._outgoing,
                                         server_side=server_side, server_hostname=server_hostname)
         self._shaken = False
-        self._ended = False  # decrypt() saw the peer's close_notify
+        self._handshake_lock = trio.Lock()  # a sender and a receiver may both start it
+        self._ended = False  # decrypt() saw the peer's close_notify, or TLS failed
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -58,18 +60,21 @@ class TLSStream(trio.abc.Stream):
 
     async def do_handshake(self) -> None:
         """Complete the TLS handshake, if it is not done yet."""
-        while not self._shaken:
-            try:
-                self._object.do_handshake()
-            except ssl.SSLWantReadError:
+        if self._shaken:
+            return
+        async with self._handshake_lock:
+            while not self._shaken:
+                try:
+                    self._object.do_handshake()
+                except ssl.SSLWantReadError:
+                    await self._send_outgoing()
+                    await self._receive_incoming()
+                    continue
+                except (ssl.SSLError, ssl.CertificateError) as exc:
+                    await self._send_outgoing_quietly()  # the alert tells the peer why
+                    raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
+                self._shaken = True
                 await self._send_outgoing()
-                await self._receive_incoming()
-                continue
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                await self._send_outgoing_quietly()  # the alert tells the peer why
-                raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
-            self._shaken = True
-            await self._send_outgoing()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt ``data`` and send it (during the opening handshakes)."""
@@ -78,18 +83,28 @@ class TLSStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Receive and decrypt some bytes; ``b""`` at the peer's EOF."""
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        await trio.lowlevel.checkpoint_if_cancelled()
         await self.do_handshake()
+        waited = False
         while True:
             try:
-                return self._object.read(max_bytes or RECEIVE_SIZE)  # b"" at close_notify
+                data = self._object.read(max_bytes or RECEIVE_SIZE)  # b"" at close_notify
             except ssl.SSLWantReadError:
-                pass
+                await self._send_outgoing()  # a post-handshake message may want an answer
+                await self._receive_incoming()
+                waited = True
+                continue
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b""  # close_notify, or EOF without it
+                data = b""  # close_notify, or EOF without it
             except ssl.SSLError as exc:
                 raise trio.BrokenResourceError(f"TLS failed: {exc}") from exc
-            await self._send_outgoing()  # a post-handshake message may want an answer
-            await self._receive_incoming(eof_ok=True)
+            if not waited:
+                # Plaintext was already decrypted: still a schedule point, one
+                # that cannot lose it to a cancellation.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
 
     async def wait_send_all_might_not_block(self) -> None:
         """As the transport's."""
@@ -138,7 +153,11 @@ class TLSStream(trio.abc.Stream):
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             self._ended = True
         except ssl.SSLError as exc:
-            raise trio.BrokenResourceError(f"TLS failed: {exc}") from exc
+            # A forged or broken record, or the peer's fatal alert: TLS is over
+            # for good, after the authenticated plaintext before it.
+            self._ended = True
+            if not chunks:
+                raise trio.BrokenResourceError(f"TLS failed: {exc}") from exc
         if len(chunks) == 1:
             return chunks[0]
         if not chunks and self._ended:
@@ -147,11 +166,11 @@ class TLSStream(trio.abc.Stream):
 
     @property
     def ended(self) -> bool:
-        """Whether the peer's ``close_notify`` came: nothing more will (an EOF)."""
+        """Whether TLS is over (the peer's ``close_notify``, or a failure): an EOF."""
         return self._ended
 
     def pending_output(self) -> bytes:
-        """Bytes TLS itself wants sent (a post-handshake message), or ``b""``."""
+        """Bytes TLS itself wants sent (a TLS 1.2 renegotiation's, say), or ``b""``."""
         return self._outgoing.read() if self._outgoing.pending else b""
 
     # -- helpers ----------------------------------------------------------------
@@ -166,14 +185,14 @@ class TLSStream(trio.abc.Stream):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    async def _receive_incoming(self, *, eof_ok: bool = False) -> None:
+    async def _receive_incoming(self) -> None:
         data = await self.transport_stream.receive_some()
         if data:
             self._incoming.write(data)
-        elif eof_ok:
-            self._incoming.write_eof()
         else:
-            raise trio.BrokenResourceError("the peer closed during the TLS handshake")
+            # The SSLObject then raises SSLEOFError: a handshake fails with it
+            # as the cause (an OSError, as with trio.SSLStream), a read ends.
+            self._incoming.write_eof()
 
 
 class TLSListener(trio.abc.Listener[TLSStream]):

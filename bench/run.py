@@ -306,7 +306,7 @@ def run(workloads: list[str], transports: list[str],
             if transport == "generic":
                 if workload not in plain:  # no ws:// pass in this run: measure them now
                     plain[workload] = {n: measure(n, workload) for n in names[1:]}
-                results[row] = {OURS: measure(OURS, workload, "generic"), **plain[workload]}
+                results[row] = {**plain[workload], OURS: measure(OURS, workload, "generic")}
             else:
                 results[row] = {name: measure(name, workload, transport) for name in names}
                 if transport == "ws":

@@ -39,8 +39,8 @@ class TLSStream(trio.abc.Stream):
     the ``ssl.SSLError`` as its cause, as ``trio.SSLStream`` does.
     """
 
-    __slots__ = ("_ended", "_handshake_lock", "_incoming", "_object", "_outgoing", "_shaken",
-                 "transport_stream")
+    __slots__ = ("_ended", "_handshake_lock", "_incoming", "_object", "_outgoing", "_send_lock",
+                 "_shaken", "transport_stream")
 
     def __init__(self, transport_stream: trio.SocketStream, context: ssl.SSLContext, *,
                  server_side: bool, server_hostname: str | None = None) -> None:
@@ -51,6 +51,8 @@ class TLSStream(trio.abc.Stream):
                                         server_side=server_side, server_hostname=server_hostname)
         self._shaken = False
         self._handshake_lock = trio.Lock()  # a sender and a receiver may both start it
+        # Records leave in the order the BIO made them, whichever task sends them.
+        self._send_lock = trio.Lock()
         self._ended = False  # decrypt() saw the peer's close_notify, or TLS failed
 
     @property
@@ -73,13 +75,16 @@ class TLSStream(trio.abc.Stream):
                 except (ssl.SSLError, ssl.CertificateError) as exc:
                     await self._send_outgoing_quietly()  # the alert tells the peer why
                     raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
+                # Its last flight (a client's Finished, a TLS 1.3 server's
+                # session tickets) goes out with the first data sent, or
+                # before the first wait for data: one write fewer.
                 self._shaken = True
-                await self._send_outgoing()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt ``data`` and send it (during the opening handshakes)."""
         await self.do_handshake()
-        await self.transport_stream.send_all(self.encrypt(data))
+        async with self._send_lock:
+            await self.transport_stream.send_all(self.encrypt(data))
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Receive and decrypt some bytes; ``b""`` at the peer's EOF."""
@@ -141,13 +146,17 @@ class TLSStream(trio.abc.Stream):
         """
         if self._ended:
             return None
-        self._incoming.write(data)
-        read = self._object.read
+        incoming = self._incoming
+        incoming.write(data)
+        read, decrypted = self._object.read, self._object.pending
         chunks: list[bytes] = []
         try:
             while chunk := read(RECEIVE_SIZE):
                 chunks.append(chunk)
-            self._ended = True  # b"": close_notify (the plaintext before it first)
+                if not incoming.pending and not decrypted():
+                    break  # all used: the next read could only want more (and raise)
+            else:
+                self._ended = True  # b"": close_notify (the plaintext before it first)
         except ssl.SSLWantReadError:
             pass
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -177,7 +186,9 @@ class TLSStream(trio.abc.Stream):
 
     async def _send_outgoing(self) -> None:
         if self._outgoing.pending:
-            await self.transport_stream.send_all(self._outgoing.read())
+            async with self._send_lock:
+                if self._outgoing.pending:  # unless a send_all took them meanwhile
+                    await self.transport_stream.send_all(self._outgoing.read())
 
     async def _send_outgoing_quietly(self) -> None:
         try:

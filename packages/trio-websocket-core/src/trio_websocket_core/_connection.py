@@ -591,6 +591,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
             # Frames sent meanwhile queue behind this batch.
             self._outgoing, self._outgoing_tail = [], None
             skip, self._outgoing_skip = self._outgoing_skip, 0
+            if len(frames) == 1 and not skip and len(frames[0]) <= _WRITE_PIECE:
+                # The common case, one small batch: no views, no pieces.
+                frame = frames[0]
+                self._flushing = True
+                await stream.send_all(frame)
+                self._flushing = False
+                self._outgoing_size -= len(frame)
+                release(frame)
+                if self._room is not None:
+                    self._room.unpark_all()
+                frames = []
             for frame in frames:
                 view = memoryview(frame)
                 for start in range(skip, len(frame), _WRITE_PIECE):

@@ -479,15 +479,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def _abort(self) -> None:
         """Give up on the closing handshake: the reader closes the transport."""
-        self._broken = True
+        self._stop_writing()
         if self._closed is None:
             self._closed = CloseReason(1006, None)
         self._inbox.close_put()
         self._reader_scope.cancel()
+
+    def _stop_writing(self) -> None:
+        """Nothing more can be written: the writer task ends, waiting senders see it."""
+        self._broken = True
         if self._writer_scope is not None:
             self._writer_scope.cancel()
         if self._room is not None:
-            self._room.unpark_all()  # they see the connection broken
+            self._room.unpark_all()
 
     # -- writing ------------------------------------------------------------
 
@@ -558,10 +562,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     async def _wait_for_room(self) -> None:
         """Wait, having done nothing, until the queue is below its bound or broken."""
+        while self._outgoing_size > WRITE_BUFFER_SIZE and not self._broken:
+            await self._until_progress()
+
+    async def _until_progress(self) -> None:
+        """Wait until the writer task hands bytes over, or writing stops."""
         if self._room is None:
             self._room = trio.lowlevel.ParkingLot()
-        while self._outgoing_size > WRITE_BUFFER_SIZE and not self._broken:
-            await self._room.park()
+        await self._room.park()
 
     async def _write_loop(self) -> None:
         """The writer task: hand queued frames to the stream, a batch per send_all."""
@@ -591,33 +599,28 @@ class WebSocketConnection(trio.abc.AsyncResource):
             # Frames sent meanwhile queue behind this batch.
             self._outgoing, self._outgoing_tail = [], None
             skip, self._outgoing_skip = self._outgoing_skip, 0
-            if len(frames) == 1 and not skip and len(frames[0]) <= _WRITE_PIECE:
-                # The common case, one small batch: no views, no pieces.
-                frame = frames[0]
-                self._flushing = True
-                await stream.send_all(frame)
-                self._flushing = False
-                self._outgoing_size -= len(frame)
-                release(frame)
-                if self._room is not None:
-                    self._room.unpark_all()
-                frames = []
             for frame in frames:
-                view = memoryview(frame)
-                for start in range(skip, len(frame), _WRITE_PIECE):
-                    piece = view[start:start + _WRITE_PIECE]
-                    self._flushing = True
-                    await stream.send_all(piece)
-                    self._flushing = False
-                    self._outgoing_size -= len(piece)
-                    piece.release()
-                    if self._room is not None:
-                        self._room.unpark_all()  # progress: senders and _drain look again
-                skip = 0
-                view.release()
+                if not skip and len(frame) <= _WRITE_PIECE:
+                    await self._hand_over(stream, frame)  # most frames: no views, no pieces
+                else:
+                    with memoryview(frame) as view:
+                        for start in range(skip, len(frame), _WRITE_PIECE):
+                            with view[start:start + _WRITE_PIECE] as piece:
+                                await self._hand_over(stream, piece)
+                    skip = 0
                 release(frame)
             if self._owed_pongs is not None and self._outgoing_size <= WRITE_BUFFER_SIZE:
                 self._send_owed_pongs()
+
+    async def _hand_over(self, stream: trio.abc.Stream, data: Frame) -> None:
+        """One send_all of queued bytes; then waiting senders and _drain look again."""
+        size = len(data)
+        self._flushing = True
+        await stream.send_all(data)
+        self._flushing = False
+        self._outgoing_size -= size
+        if self._room is not None:
+            self._room.unpark_all()  # progress, even while the queue is still full
 
     def _abort_writer_park(self, _: object) -> trio.lowlevel.Abort:
         self._writer_parked = None  # cancelled: the connection is ending
@@ -631,11 +634,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         of up to 256 KiB goes out) would hold it forever: the connection is
         then aborted.
         """
-        if self._room is None:
-            self._room = trio.lowlevel.ParkingLot()
         while self._outgoing_size and not self._broken:
             with trio.move_on_after(CLOSE_EOF_TIMEOUT) as waited:
-                await self._room.park()
+                await self._until_progress()
             if waited.cancelled_caught:
                 logger.debug("giving up on %s: %d bytes unsent", self._remote, self._outgoing_size)
                 self._abort()
@@ -678,11 +679,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     self._closed = CloseReason(1006, None)
                 self._inbox.close_put()
                 self._pings.abandon_all()
-                self._broken = True  # nothing more can be written
-                if self._writer_scope is not None:
-                    self._writer_scope.cancel()
-                if self._room is not None:
-                    self._room.unpark_all()
+                self._stop_writing()
                 await trio.aclose_forcefully(self._stream)
             finally:
                 self._reader_finished = True

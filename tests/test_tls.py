@@ -302,3 +302,22 @@ async def test_tls_stream_keeps_the_stream_contract(ca: trustme.CA) -> None:
             with pytest.raises(trio.Cancelled):
                 await client.receive_some()
         assert await client.receive_some() == b" and more"
+
+
+async def test_both_ends_may_handshake_explicitly_then_wait(ca: trustme.CA) -> None:
+    # do_handshake() itself sends the last flight: a peer waiting for data
+    # after its own do_handshake() must not wait for a Finished never sent.
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        client_side, server_side = trio.testing.memory_stream_pair()
+        context = client_context(ca)
+        context.maximum_version = version
+        client = TLSStream(client_side, context, server_side=False,  # type: ignore[arg-type]
+                           server_hostname=HOST)
+        server = TLSStream(server_side, server_context(ca), server_side=True)  # type: ignore[arg-type]
+        with trio.fail_after(LIMIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.do_handshake)
+                await server.do_handshake()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.send_all, b"server first")
+                assert await client.receive_some() == b"server first"

@@ -61,7 +61,12 @@ class TLSStream(trio.abc.Stream):
         return self.transport_stream.socket
 
     async def do_handshake(self) -> None:
-        """Complete the TLS handshake, if it is not done yet."""
+        """Complete the TLS handshake, if it is not done yet, and send its last flight."""
+        await self._handshake()
+        await self._send_outgoing()
+
+    async def _handshake(self) -> None:
+        """The handshake, leaving its last flight for the first send or wait."""
         if self._shaken:
             return
         async with self._handshake_lock:
@@ -82,8 +87,11 @@ class TLSStream(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt ``data`` and send it (during the opening handshakes)."""
-        await self.do_handshake()
+        await self._handshake()
         async with self._send_lock:
+            # Taking the lock may yield: a cancellation raised there, after
+            # the records were made, would lose them.
+            await trio.lowlevel.checkpoint_if_cancelled()
             await self.transport_stream.send_all(self.encrypt(data))
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
@@ -91,7 +99,7 @@ class TLSStream(trio.abc.Stream):
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
         await trio.lowlevel.checkpoint_if_cancelled()
-        await self.do_handshake()
+        await self._handshake()
         waited = False
         while True:
             try:
@@ -187,6 +195,7 @@ class TLSStream(trio.abc.Stream):
     async def _send_outgoing(self) -> None:
         if self._outgoing.pending:
             async with self._send_lock:
+                await trio.lowlevel.checkpoint_if_cancelled()  # before the BIO is read
                 if self._outgoing.pending:  # unless a send_all took them meanwhile
                     await self.transport_stream.send_all(self._outgoing.read())
 

@@ -114,6 +114,16 @@ async def hand_made_server(nursery: trio.Nursery, ca: trustme.CA,
     return int(listeners[0].socket.getsockname()[1])
 
 
+async def assert_message_then_close(port: int, ca: trustme.CA, message: str, code: int) -> None:
+    """Our client gets ``message`` from the server at ``port``, then the end, with ``code``."""
+    with trio.fail_after(LIMIT):
+        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
+            assert await ws.get_message() == message
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == code
+
+
 async def test_a_message_in_its_own_record_right_behind_the_upgrade(
         nursery: trio.Nursery, ca: trustme.CA) -> None:
     # The 101 and a message in two TLS records of one TCP write: reading the
@@ -167,12 +177,7 @@ async def test_close_notify_without_a_close_frame_ends_in_1006(
 
     nursery.start_soon(serve)
     port = listeners[0].socket.getsockname()[1]
-    with trio.fail_after(LIMIT):
-        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
-            assert await ws.get_message() == "last words"
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-            assert closed.value.reason.code == 1006
+    await assert_message_then_close(port, ca, "last words", 1006)
 
 
 async def test_large_and_small_messages_interleaved_both_ways(tls_server: int,
@@ -209,12 +214,7 @@ async def test_a_forged_record_right_behind_a_message_ends_in_1006(
             await peer.next_event()
 
     port = await hand_made_server(nursery, ca, serve)
-    with trio.fail_after(LIMIT):
-        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
-            assert await ws.get_message() == "first"
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-            assert closed.value.reason.code == 1006
+    await assert_message_then_close(port, ca, "first", 1006)
 
 
 async def test_frames_and_close_notify_in_the_read_behind_the_upgrade(
@@ -234,12 +234,7 @@ async def test_frames_and_close_notify_in_the_read_behind_the_upgrade(
         await peer.next_event()
 
     port = await hand_made_server(nursery, ca, serve)
-    with trio.fail_after(LIMIT):
-        async with open_websocket_url(f"wss://{HOST}:{port}/", client_context(ca)) as ws:
-            assert await ws.get_message() == "goodbye"
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-            assert closed.value.reason.code == 4000
+    await assert_message_then_close(port, ca, "goodbye", 4000)
 
 
 async def test_a_server_that_closes_during_the_tls_handshake_is_a_connection_failure(

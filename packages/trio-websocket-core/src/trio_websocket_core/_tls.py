@@ -196,8 +196,9 @@ class TLSStream(trio.abc.Stream):
         if self._outgoing.pending:
             async with self._send_lock:
                 await trio.lowlevel.checkpoint_if_cancelled()  # before the BIO is read
-                if self._outgoing.pending:  # unless a send_all took them meanwhile
-                    await self.transport_stream.send_all(self._outgoing.read())
+                records = self.pending_output()  # none if a send_all took them meanwhile
+                if records:
+                    await self.transport_stream.send_all(records)
 
     async def _send_outgoing_quietly(self) -> None:
         try:

@@ -21,7 +21,7 @@ from trio_websocket import (
     (1000, "NORMAL_CLOSURE"), (1001, "GOING_AWAY"), (1002, "PROTOCOL_ERROR"),
     (1005, "NO_STATUS_RCVD"), (1006, "ABNORMAL_CLOSURE"), (1009, "MESSAGE_TOO_BIG"),
     (1011, "INTERNAL_ERROR"), (1014, "BAD_GATEWAY"), (2999, "RFC_RESERVED"),
-    (3000, "IANA_RESERVED"), (4999, "PRIVATE_RESERVED"), (5000, "INVALID"),
+    (3000, "IANA_RESERVED"), (4999, "PRIVATE_RESERVED"), (5000, "INVALID_CODE"),
 ])
 def test_close_reason_names(code: int, name: str) -> None:
     reason = CloseReason(code, "why")

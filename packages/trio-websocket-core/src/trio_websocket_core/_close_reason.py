@@ -23,7 +23,7 @@ def _code_name(code: int) -> str:
         return "IANA_RESERVED"
     if 4000 <= code <= 4999:
         return "PRIVATE_RESERVED"
-    return "INVALID"
+    return "INVALID_CODE"  # as 0.12.2 named it
 
 
 def is_wire_close_code(code: int) -> bool:

@@ -443,9 +443,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :raises ValueError: for a close code that may not be sent.
         """
         check_sendable_close_code(code)
-        self._inbox.close_get()
         try:
             await spend(1)
+            # Nothing yields from here until _start_close has set _closed: a
+            # getter woken by the closed inbox must find the reason there.
+            self._inbox.close_get()
             try:
                 self._start_close(code, reason)
             except ConnectionClosed:
@@ -466,6 +468,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 await self._reader_done.wait()
         except BaseException:
             self._abort()
+            self._inbox.close_get()  # queued messages are dropped, as by any aclose()
             raise
 
     def _start_close(self, code: int, reason: str | None) -> None:

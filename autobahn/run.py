@@ -1,12 +1,20 @@
 """Run the Autobahn TestSuite against trio-websocket in both roles and summarise.
 
-    python autobahn/run.py [--role server|client|both] [--cases GLOB ...]
+    python autobahn/run.py [--role server|client|both] [--cases GLOB ...] [--skip GLOB ...]
+                           [--short] [--every SECONDS]
 
 Server role: kosoku's fuzzing client drives autobahn/server.py. Client role:
 autobahn/client.py drives kosoku's fuzzing server. Reports (JSON and HTML)
 go to autobahn/reports/{servers,clients}. Prints a table per section (counts
 by outcome, slowest cases) and exits non-zero unless every case is OK,
 NON-STRICT or INFORMATIONAL.
+
+While it works it prints progress, one line at a time (a CI log stays
+readable): when each role, client pass and section starts and ends, and
+every --every seconds (15 by default) without other news, how many cases
+each role has started and which ones run now. kosoku itself says nothing
+until its run ends, so the runner starts it through this file
+(``run.py kosoku ARGS``), which has each case print its id as it opens.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import fnmatch
 import json
 import os
 import shutil
@@ -21,12 +30,135 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
-# kosoku, with its sections 12 and 13 given the bytes they hash (see kosoku_cli.py).
-KOSOKU = [sys.executable, str(HERE / "kosoku_cli.py")]
+# kosoku, with its sections 12 and 13 given the bytes they hash (see kosoku_cli.py),
+# started through this file so that each case says when it opens (kosoku_with_progress).
+KOSOKU = [sys.executable, str(Path(__file__).resolve()), "kosoku"]
+#: What a case prints on kosoku's stderr as it opens, before its id.
+CASE_OPENS = "autobahn-case-opens "
+
+
+def kosoku_with_progress(argv: list[str]) -> None:
+    """Run kosoku_cli.py's kosoku with every case announcing itself on stderr as it opens."""
+    import kosoku_cli  # noqa: F401  (importing it applies its fix; autobahn/ is sys.path[0])
+    from kosoku._cli import main as kosoku_main
+    from kosoku.cases import CASES
+
+    def announce(case_id: str, owner: type, on_open: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def announced(self: Any) -> Any:
+            if type(self) is owner:  # not when a subclass's case calls this one's onOpen
+                os.write(2, f"{CASE_OPENS}{case_id}\n".encode())  # one write: threads share it
+            return on_open(self)
+        return announced
+
+    for case_id, case in CASES.items():
+        case_class: Any = case
+        case_class.onOpen = announce(case_id, case, case_class.onOpen)
+    sys.argv = ["kosoku", *argv]
+    kosoku_main()
+
+
+def case_ids() -> list[str]:
+    """Every case id kosoku knows, in its order."""
+    from kosoku.cases import CASES
+
+    return list(CASES)
+
+
+def select(include: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
+    """The case ids a kosoku selection (-i/-x globs) holds, for the progress totals."""
+    include, exclude = list(include), list(exclude)
+    return [case for case in case_ids()
+            if any(fnmatch.fnmatchcase(case, glob) for glob in include)
+            and not any(fnmatch.fnmatchcase(case, glob) for glob in exclude)]
+
+
+def section_name(case_id: str) -> str:
+    major = case_id.split(".")[0]
+    try:
+        from kosoku._report_assets import CaseCategories  # the names its reports use
+        return f"section {major} ({CaseCategories[major]})"
+    except (ImportError, KeyError):
+        return f"section {major}"
+
+
+def clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+class Progress:
+    """Prints how far the run is, a line at a time, from the threads that watch each role.
+
+    A line at each role's and pass's start and end and when a pass opens
+    its first case of a section (with cases run two at a time, the order of
+    opening is not quite the order of the ids); and, when ``every`` seconds
+    went by without one, a line with each role's count of cases started so
+    far and the cases running now.
+    """
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.start = self.last = time.monotonic()
+        self.lock = threading.Lock()
+        self.totals: dict[str, int] = {}  # role -> cases it runs
+        self.started: dict[str, int] = {}  # role -> cases opened so far
+        self.running: dict[str, dict[str, str]] = {}  # role -> pass -> case open now
+        self.sections: set[tuple[str, str, str]] = set()  # (role, pass, section) seen
+        self.stop = threading.Event()
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            self.last = time.monotonic()
+            print(f"[{clock(self.last - self.start)}] {text}", flush=True)
+
+    def role_starts(self, role: str, total: int, how: str) -> None:
+        with self.lock:
+            self.totals[role], self.started[role], self.running[role] = total, 0, {}
+        self.say(f"{role} role starts: {total} cases, {how}")
+
+    def role_ends(self, role: str, seconds: float) -> None:
+        with self.lock:
+            self.running.pop(role, None)
+        self.say(f"{role} role done: {self.started.get(role, 0)} cases opened in {seconds:.1f} s")
+
+    def pass_ends(self, role: str, label: str) -> None:
+        with self.lock:
+            self.running.get(role, {}).pop(label, None)
+
+    def case_opens(self, role: str, label: str, case_id: str) -> None:
+        key = (role, label, case_id.split(".")[0])
+        with self.lock:
+            self.running.setdefault(role, {})[label] = case_id
+            self.started[role] = self.started.get(role, 0) + 1
+            count = self.started[role]
+            new_section = key not in self.sections
+            self.sections.add(key)
+        if new_section:
+            where = "" if label == role else f" ({label})"
+            self.say(f"{role}{where}: {section_name(case_id)} from {case_id}, "
+                     f"case {count} of {self.totals.get(role, 0)}")
+
+    def watch(self, role: str, label: str, stream: IO[str]) -> None:
+        """Read kosoku's stderr to its end, counting the cases as they open."""
+        for line in stream:
+            if line.startswith(CASE_OPENS):
+                self.case_opens(role, label, line[len(CASE_OPENS):].strip())
+
+    def heartbeat(self) -> None:
+        """Every ``every`` seconds without other news, one line on each running role."""
+        while not self.stop.wait(max(1.0, self.every / 3)):
+            with self.lock:
+                quiet = time.monotonic() - self.last >= self.every
+                states = [f"{role} {self.started[role]}/{self.totals[role]} cases"
+                          + (f" (now {', '.join(sorted(running.values()))})" if running else "")
+                          for role, running in self.running.items()]
+            if quiet and states:
+                self.say("; ".join(states))
 
 
 def read_line(process: subprocess.Popen[str], stream: str, marker: str) -> str:
@@ -38,17 +170,28 @@ def read_line(process: subprocess.Popen[str], stream: str, marker: str) -> str:
     raise RuntimeError(f"{marker!r} never appeared; exit code {process.wait()}")
 
 
-def run_server_role(cases: list[str], outdir: Path) -> float:
+def run_server_role(cases: list[str], skip: list[str], outdir: Path,
+                    progress: Progress) -> float:
     server = subprocess.Popen([sys.executable, str(HERE / "server.py"), "0"],
                               stdout=subprocess.PIPE, text=True)
     try:
         port = read_line(server, "stdout", "listening on").split()[-1]
         selection = [arg for case in cases for arg in ("-i", case)]
+        selection += [arg for case in skip for arg in ("-x", case)]
         start = time.monotonic()
-        subprocess.run([*KOSOKU, "-m", "fuzzingclient", "-p", "2", "-o", str(outdir / "all"),
-                        *selection, f"127.0.0.1:{port}"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return time.monotonic() - start
+        progress.role_starts("server", len(select(cases, skip)),
+                             "kosoku's fuzzing client against server.py, 2 cases at a time")
+        fuzzer = subprocess.Popen([*KOSOKU, "-m", "fuzzingclient", "-p", "2", "-o",
+                                   str(outdir / "all"), *selection, f"127.0.0.1:{port}"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert fuzzer.stderr is not None
+        try:
+            progress.watch("server", "server", fuzzer.stderr)
+        finally:
+            fuzzer.wait()
+        seconds = time.monotonic() - start
+        progress.role_ends("server", seconds)
+        return seconds
     finally:
         server.kill()
         server.wait()
@@ -63,15 +206,33 @@ CLIENT_PASSES = [
 ]
 
 
+# Sections 12 and 13 send 1,000 messages per case; cases 9, 10 and 13-18 of each
+# group carry 32-128 KiB each and take about 85% of a run's time. The rest still
+# covers every compression setting, message type and fragmentation (cases 11 and
+# 12 fragment 8 and 16 KiB messages), so --short (the generic-path pass of the
+# test command) leaves those out; the default pass runs them all.
+LARGE_COMPRESSION_CASES = [f"{section}.*.{case}" for section in (12, 13)
+                           for case in (9, 10, 13, 14, 15, 16, 17, 18)]
+
+
 def run_client_pass(include: list[str], exclude: list[str], extra: list[str],
-                    outdir: Path) -> None:
+                    outdir: Path, progress: Progress) -> None:
+    count = len(select(include, exclude))
     selection = [arg for case in include for arg in ("-i", case)]
     selection += [arg for case in exclude for arg in ("-x", case)]
+    label = outdir.name
+    progress.say(f"client pass {label} starts: {count} cases"
+                 + (f", client.py {' '.join(extra)}" if extra else ""))
+    start = time.monotonic()
     fuzzer = subprocess.Popen([*KOSOKU, "-m", "fuzzingserver", "-o", str(outdir), *selection,
                                "127.0.0.1:0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               text=True)
+    assert fuzzer.stderr is not None
+    # Its stderr is read to the end, so kosoku never blocks on a full pipe.
+    watcher = threading.Thread(target=progress.watch, args=("client", label, fuzzer.stderr))
     try:
         url = read_line(fuzzer, "stderr", "listening on").split()[-1]
+        watcher.start()
         subprocess.run([sys.executable, str(HERE / "client.py"), url, *extra], check=True)
         fuzzer.wait(timeout=120)
     except RuntimeError:
@@ -79,9 +240,14 @@ def run_client_pass(include: list[str], exclude: list[str], extra: list[str],
     finally:
         fuzzer.kill()
         fuzzer.wait()
+        if watcher.is_alive():
+            watcher.join()
+    progress.pass_ends("client", label)
+    progress.say(f"client pass {label} done: {count} cases in {time.monotonic() - start:.1f} s")
 
 
-def run_client_role(cases: list[str], outdir: Path) -> float:
+def run_client_role(cases: list[str], skip: list[str], outdir: Path,
+                    progress: Progress) -> float:
     start = time.monotonic()
     special = [glob for glob, _ in CLIENT_PASSES]
     passes: list[tuple[list[str], list[str], list[str], Path]] = []
@@ -90,17 +256,23 @@ def run_client_role(cases: list[str], outdir: Path) -> float:
         # take turns on about one core); section 12 is about half of the work,
         # so it gets a fuzzing server of its own and the role keeps two cores
         # busy, as the server role does with -p 2.
-        passes.append((["12.*"], [], [], outdir / "default-offer-12"))
-        passes.append((["*"], ["12.*", *special], [], outdir / "default-offer"))
+        passes.append((["12.*"], skip, [], outdir / "default-offer-12"))
+        passes.append((["*"], ["12.*", *special, *skip], [], outdir / "default-offer"))
     else:
-        passes.append((cases, special, [], outdir / "default-offer"))
+        passes.append((cases, [*special, *skip], [], outdir / "default-offer"))
     for glob, extra in CLIENT_PASSES:
         if cases == ["*"] or any(case.startswith(glob[:-1]) or case == glob for case in cases):
-            passes.append(([glob], [], extra, outdir / glob[:-2]))
+            passes.append(([glob], skip, extra, outdir / glob[:-2]))
+    progress.role_starts("client", sum(len(select(include, exclude))
+                                       for include, exclude, _, _ in passes),
+                         f"client.py against kosoku's fuzzing server, in {len(passes)} "
+                         f"pass{'es' if len(passes) > 1 else ''}, 2 at a time")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        for future in [pool.submit(run_client_pass, *each) for each in passes]:
+        for future in [pool.submit(run_client_pass, *each, progress) for each in passes]:
             future.result()
-    return time.monotonic() - start
+    seconds = time.monotonic() - start
+    progress.role_ends("client", seconds)
+    return seconds
 
 
 def load_results(outdir: Path) -> dict[str, dict[str, object]]:
@@ -137,24 +309,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=["server", "client", "both"], default="both")
     parser.add_argument("--cases", nargs="*", default=["*"], help="case ids or globs")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="CASES",
+                        help="case ids or globs to leave out of the selection")
+    parser.add_argument("--short", action="store_true",
+                        help="leave out the compression cases with messages over 32 KiB")
+    parser.add_argument("--every", type=float, default=15.0, metavar="SECONDS",
+                        help="a progress line at least this often while cases run")
     args = parser.parse_args()
+    if args.short:
+        args.skip += LARGE_COMPRESSION_CASES
     generic = os.environ.get("TRIO_WEBSOCKET_GENERIC_IO", "0") != "0"
     print("autobahn over " + ("the generic stream methods (TRIO_WEBSOCKET_GENERIC_IO=1)"
                               if generic else "the default I/O path"), flush=True)
     # The roles run side by side, each keeping about one core busy.
     timings: dict[str, float] = {}
     threads = []
+    progress = Progress(args.every)
+    heartbeat = threading.Thread(target=progress.heartbeat, daemon=True)
+    heartbeat.start()
     for role, runner in (("server", run_server_role), ("client", run_client_role)):
         if args.role in (role, "both"):
             outdir = HERE / "reports" / f"{role}s"
             shutil.rmtree(outdir, ignore_errors=True)
             thread = threading.Thread(
                 target=lambda role=role, runner=runner, outdir=outdir: timings.__setitem__(
-                    role, runner(args.cases, outdir)))
+                    role, runner(args.cases, args.skip, outdir, progress)))
             thread.start()
             threads.append(thread)
     for thread in threads:
         thread.join()
+    progress.stop.set()
+    heartbeat.join()
     passed = failed = 0
     for role, seconds in timings.items():
         role_passed, role_failed = summarise(role, HERE / "reports" / f"{role}s", seconds)
@@ -168,4 +353,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["kosoku"]:
+        kosoku_with_progress(sys.argv[2:])
+    else:
+        sys.exit(main())

@@ -34,6 +34,10 @@ generic stream path that TLS, Windows and wrapped streams take. Those rows
 compare ours on the generic path with the others' ``ws://`` figures from the
 same run. Autobahn's driver (kosoku) speaks no TLS.
 
+While it runs it prints a line as each measurement starts: the workload,
+transport and library, its place in the run (k/N) and the time so far; and a
+line when a library's virtual environment is made (once, with pip).
+
 Prints rates and our advantage over each peer. A run of every workload
 writes bench/latest.md and bench/latest.png (the chart); a run of only some
 (``--workloads``) prints its table and leaves those files as they are.
@@ -114,6 +118,33 @@ DETAILS: dict[str, dict[str, list[dict[str, float]]]] = {}
 CAP = 1000.0
 
 
+class Progress:
+    """A line as each measurement starts: where the run is (k/N) and how long it has taken."""
+
+    def __init__(self) -> None:
+        self.begin(0)
+
+    def begin(self, total: int) -> None:
+        """Start counting a run of ``total`` measurements, and its clock."""
+        self.total = total
+        self.done = 0
+        self.start = time.monotonic()
+
+    def say(self, text: str) -> None:
+        seconds = int(time.monotonic() - self.start)
+        print(f"[{seconds // 60}:{seconds % 60:02d}] {text}", flush=True)
+
+    def measuring(self, name: str, workload: str, transport: str) -> None:
+        self.done += 1
+        runs = (AUTOBAHN_RUNS if workload == "autobahn9" else STALL_RUNS if workload in STALLS
+                else 1)
+        self.say(f"{self.done}/{max(self.total, self.done)} {workload} over {transport}: {name}"
+                 + (f" ({runs} runs)" if runs > 1 else ""))
+
+
+PROGRESS = Progress()
+
+
 def python_for(name: str) -> str:
     requirement = LIBRARIES[name][0]
     if requirement is None:
@@ -121,6 +152,7 @@ def python_for(name: str) -> str:
     venv = VENVS / requirement.replace("=", "-")
     python = venv / "bin" / "python"
     if not python.exists():
+        PROGRESS.say(f"making {venv.relative_to(HERE.parent)} for {name} (once, with pip)")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         requirement], check=True)
@@ -132,6 +164,8 @@ def plain_python() -> str:
     venv = VENVS / "trio-websocket-plain"
     python = venv / "bin" / "python"
     if not python.exists():
+        PROGRESS.say(f"making {venv.relative_to(HERE.parent)}, ours without NumPy "
+                     "(once, with pip)")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         packages = HERE.parent / "packages"
         editable = [arg for name in ("trio-websocket-core", "trio-websocket-client",
@@ -293,29 +327,55 @@ def base(row: str) -> str:
     return row
 
 
-def run(workloads: list[str], transports: list[str],
-        names: list[str]) -> dict[str, dict[str, float]]:
-    """Measure every workload over every transport: row -> library -> value."""
-    results: dict[str, dict[str, float]] = {}
-    plain: dict[str, dict[str, float]] = {}  # the others' ws:// figures, for the generic rows
+def plan(workloads: list[str], transports: list[str],
+         names: list[str]) -> list[tuple[str, str, str, list[tuple[str, str]]]]:
+    """The run, in order: (row, workload, transport, [(library, transport it runs over)])."""
+    rows = []
+    measured: set[str] = set()  # workloads with the others' ws:// figures by then
     for transport in transports:
         for workload in workloads:
             if transport != "ws" and workload in NO_TLS:
                 continue
             row = workload + TRANSPORTS[transport]
             if transport == "generic":
-                if workload not in plain:  # no ws:// pass in this run: measure them now
-                    plain[workload] = {n: measure(n, workload) for n in names[1:]}
-                results[row] = {**plain[workload], OURS: measure(OURS, workload, "generic")}
+                # The generic rows compare ours with the others' ws:// figures:
+                # without a ws:// pass before, the others run over ws:// now.
+                others = [] if workload in measured else [(name, "ws") for name in names[1:]]
+                rows.append((row, workload, transport, [*others, (OURS, "generic")]))
+                measured.add(workload)
             else:
-                results[row] = {name: measure(name, workload, transport) for name in names}
+                rows.append((row, workload, transport, [(name, transport) for name in names]))
                 if transport == "ws":
-                    plain[workload] = results[row]
-            print(f"{row:>24}: " + ", ".join(
-                f"{n} {number(workload, results[row][n])}" for n in names), flush=True)
-            if workload == "autobahn9":
-                common = set.intersection(*(set(PASSED[n]) for n in names))
-                results[COMMON] = {n: sum(PASSED[n][case] for case in common) for n in names}
+                    measured.add(workload)
+    return rows
+
+
+def run(workloads: list[str], transports: list[str],
+        names: list[str]) -> dict[str, dict[str, float]]:
+    """Measure every workload over every transport: row -> library -> value."""
+    results: dict[str, dict[str, float]] = {}
+    plain: dict[str, dict[str, float]] = {}  # the others' ws:// figures, for the generic rows
+    steps = plan(workloads, transports, names)
+    PROGRESS.begin(sum(len(jobs) for _, _, _, jobs in steps))
+    for row, workload, transport, jobs in steps:
+        values = {}
+        for name, over in jobs:
+            PROGRESS.measuring(name, workload, over)
+            values[name] = measure(name, workload, over)
+        if transport == "generic":
+            if workload not in plain:
+                plain[workload] = {name: values[name] for name in names[1:]}
+            results[row] = {**plain[workload], OURS: values[OURS]}
+        else:
+            results[row] = values
+            if transport == "ws":
+                plain[workload] = results[row]
+        print(f"{row:>24}: " + ", ".join(
+            f"{n} {number(workload, results[row][n])}" for n in names), flush=True)
+        if workload == "autobahn9":
+            common = set.intersection(*(set(PASSED[n]) for n in names))
+            results[COMMON] = {n: sum(PASSED[n][case] for case in common) for n in names}
+    PROGRESS.say(f"all {PROGRESS.done} measurements done")
     return results
 
 

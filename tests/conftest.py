@@ -32,7 +32,15 @@ from trio_websocket import (
 )
 from trio_websocket_core._connection import CLOSE_EOF_TIMEOUT, WRITE_BUFFER_SIZE
 
+from . import peer_summary
+
 HOST = "127.0.0.1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The summary's "interop peers" section: what ran against which outside
+    # peer, and what was skipped for want of one (tests/peer_summary.py).
+    peer_summary.register(config)
 
 
 def pytest_report_header() -> str:

@@ -17,6 +17,8 @@ from trio_websocket import CloseReason
 
 from .harness import OurServer, require
 
+pytestmark = pytest.mark.peer("chromium")
+
 PAGE = (Path(__file__).resolve().parent / "browser" / "page.html").read_bytes()
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",

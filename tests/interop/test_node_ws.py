@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,10 +11,24 @@ import trio
 
 from trio_websocket import CloseReason
 
+from ..peer_summary import program_version
 from .harness import OurServer, PeerServer, our_client_exchange, require, run_peer_client
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 MODES = ["plain", "deflate"]
+
+
+def ws_version() -> str | None:
+    """The ws package's version and Node's, for the summary; None without the ws package."""
+    try:
+        ws = json.loads((NODE_DIR / "node_modules" / "ws" / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+    node_version = program_version("node")
+    return f"{ws} (node {node_version})" if node_version else str(ws)
+
+
+pytestmark = pytest.mark.peer("node ws", version=ws_version)
 
 
 def node(script: str, *args: str) -> list[str]:

@@ -9,6 +9,8 @@ from trio_websocket import CloseReason
 
 from .harness import OurServer, PeerServer, our_client_exchange, python_peer, run_peer_client
 
+pytestmark = pytest.mark.peer("websockets")
+
 MODES = ["plain", "deflate"]
 
 

@@ -47,6 +47,7 @@ from trio_websocket_core.toolkit import (
     MAX_HEADERS,
     MAX_LIST_ELEMENTS,
     HeadTooLarge,
+    NotHTTP,
     header_fields,
 )
 from trio_websocket_server._upgrade import parse_request
@@ -306,6 +307,9 @@ REFUSED = [
     pytest.param(upgrade(b"GET /a\x00b HTTP/1.1"), 400, id="target-nul"),
     pytest.param(b"GET /hostile HTTP/1.1\r\n\r\n", 400, id="no-headers-at-all"),
     pytest.param(b"\xde\xad\xbe\xef\r\n\r\n", 400, id="binary-garbage"),
+    # No blank line would ever come: answered at the first byte, not at the timeout.
+    pytest.param(client_hello(), 400, id="tls-client-hello-to-plain-port"),
+    pytest.param(b"\r\n\x00", 400, id="empty-line-then-binary"),
     # Missing or wrong upgrade headers.
     pytest.param(swap(b"Host"), 400, id="missing-Host"),
     pytest.param(swap(b"Upgrade"), 400, id="missing-Upgrade"),
@@ -572,7 +576,6 @@ async def test_bytes_behind_the_head_are_frames_only_if_valid(
     pytest.param(b"", False, id="connects-and-says-nothing"),
     pytest.param(upgrade()[:-2], False, id="head-never-finished"),
     pytest.param(upgrade().replace(b"\r\n", b"\n"), False, id="bare-lf-line-endings"),
-    pytest.param(client_hello(), False, id="tls-client-hello-on-plain-port"),
     pytest.param(b"", True, id="says-nothing-on-tls-port"),
 ])
 async def test_unfinished_head_is_dropped_after_connect_timeout(
@@ -864,6 +867,9 @@ NO_OFFER: dict[str, Any] = {"compression": None}
                  HandshakeError, id="101-from-HTTP-1.0"),
     pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "hold", {}, HandshakeError,
                  id="not-http-at-all"),
+    # A TLS server's alert to a plain-text client: no blank line would ever come.
+    pytest.param(b"\x15\x03\x03\x00\x02\x02\x46", "hold", {}, NotHTTP,
+                 id="tls-alert-to-plain-client"),
     pytest.param(switching(add=(b"X-Big: " + b"a" * MAX_HEAD_SIZE,)), "hold", {},
                  HeadTooLarge, id="head-over-limit"),
     pytest.param(switching(add=(b"a:",) * (MAX_HEADERS - 2)), "hold", {}, HeadTooLarge,

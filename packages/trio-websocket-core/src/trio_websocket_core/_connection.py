@@ -68,7 +68,16 @@ __all__ = [
 
 logger = logging.getLogger("trio_websocket_core")
 
+#: How many received messages wait for ``get_message()`` before the connection
+#: stops reading, unless ``message_queue_size`` says otherwise. One, as in
+#: trio-websocket 0.12: a peer that sends faster than the application takes
+#: messages is then held back by TCP flow control instead of filling memory.
 DEFAULT_MESSAGE_QUEUE_SIZE = 1
+#: The largest message received, 1 MiB, counted as ``len()`` of the ``str`` or
+#: ``bytes``, unless ``max_message_size`` says otherwise. A larger one closes the
+#: connection with 1009 (MESSAGE_TOO_BIG), so a peer cannot make a connection
+#: hold an unbounded message; it also bounds what a compressed message may
+#: inflate to. The same default as trio-websocket 0.12.
 DEFAULT_MAX_MESSAGE_SIZE = 2**20
 
 #: Seconds a client waits for the server to close TCP once the closing
@@ -356,8 +365,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Send a text (``str``) or binary (bytes-like) message.
 
         Returns once the frame is handed to the transport or queued for it
-        (like a socket's send buffer); waits while more than
-        ``WRITE_BUFFER_SIZE`` bytes are queued. If cancelled, nothing was
+        (like a socket's send buffer); waits while more than 64 KiB of
+        frames are queued. If cancelled, nothing was
         sent and the connection stays usable: a send is never half done.
 
         :raises ConnectionClosed: if the connection is closed or closing.

@@ -21,6 +21,7 @@ __all__ = [
     "RECEIVE_SIZE",
     "HeadTooLarge",
     "Header",
+    "NotHTTP",
     "decode_headers",
     "header_fields",
     "headers_except",
@@ -29,12 +30,18 @@ __all__ = [
     "receive_http_head",
 ]
 
+#: One extra HTTP header as a caller passes it, ``(name, value)``: ``bytes``, or
+#: ``str`` that is encoded as Latin-1 (HTTP's own charset). The type of each item
+#: of every ``extra_headers`` argument; :func:`headers_except` checks them.
 Header = tuple[bytes | str, bytes | str]
 
-#: Bytes asked of a stream per read: large reads mean fewer trips through the loop.
+#: Bytes asked of a stream per read, 64 KiB: large reads mean fewer trips through
+#: the loop, and the bound keeps what one read holds small.
 RECEIVE_SIZE = 2**16
 
-#: Largest request or response head accepted, the same bound h11 uses.
+#: Largest request or response head accepted, 16 KiB, the same bound h11 uses: a
+#: peer cannot make a handshake buffer more. Past it :func:`receive_http_head`
+#: raises :exc:`HeadTooLarge`, which a server answers with HTTP 431.
 MAX_HEAD_SIZE = 16 * 1024
 
 #: Most header fields (lines) accepted in a head, the bound websockets uses. A
@@ -43,13 +50,21 @@ MAX_HEAD_SIZE = 16 * 1024
 MAX_HEADERS = 128
 
 #: Most elements accepted, all lines together, in the comma lists a server keeps
-#: (Sec-WebSocket-Protocol and Sec-WebSocket-Extensions), for the same reason.
+#: (Sec-WebSocket-Protocol and Sec-WebSocket-Extensions), for the same reason: a
+#: server refuses a request with more.
 MAX_LIST_ELEMENTS = 128
 
 
 class HeadTooLarge(HandshakeError):
-    """The peer's HTTP head did not end within ``MAX_HEAD_SIZE`` bytes, or had
-    more than ``MAX_HEADERS`` header fields."""
+    """The peer's HTTP head did not end within :data:`MAX_HEAD_SIZE` bytes, or had
+    more than :data:`MAX_HEADERS` header fields."""
+
+
+class NotHTTP(HandshakeError):
+    """The peer's first bytes cannot start an HTTP head: most often TLS spoken
+    to a plain port (a ``wss://`` URL for a ``ws://`` server), or the other way
+    round. Raised at once, instead of waiting for a blank line that never comes;
+    a server answers it with HTTP 400."""
 
 
 async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
@@ -59,9 +74,12 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
     any bytes that arrived after it.
 
     :raises HandshakeError: if the stream ends or breaks first.
-    :raises HeadTooLarge: if the head exceeds ``MAX_HEAD_SIZE`` or ``MAX_HEADERS``.
+    :raises NotHTTP: if the first byte (after any empty lines) is not a letter,
+        as every request method and ``HTTP/`` begin.
+    :raises HeadTooLarge: if the head exceeds :data:`MAX_HEAD_SIZE` or :data:`MAX_HEADERS`.
     """
     buffer = bytearray()
+    started = False  # seen the first byte of the start line
     while True:
         try:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -71,6 +89,14 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
             raise HandshakeError("connection closed during the opening handshake")
         search_from = max(0, len(buffer) - 3)
         buffer += data
+        if not started:
+            # RFC 9112 2.2: empty lines before a request line are ignored.
+            first = buffer.lstrip(b"\r\n")[:1]
+            if first:
+                if not first.isalpha():
+                    raise NotHTTP(f"not HTTP: the peer's first bytes are {bytes(buffer[:8])!r}"
+                                  " (TLS to a plain port, or the other way round?)")
+                started = True
         end = buffer.find(b"\r\n\r\n", search_from)
         if end >= 0:
             end += 4

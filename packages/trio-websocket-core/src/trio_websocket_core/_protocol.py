@@ -88,9 +88,12 @@ class _ProtocolError(Exception):
 class FrameProtocol:
     """The frame-level state of one open WebSocket connection.
 
-    ``state`` follows wsproto's ``ConnectionState``: OPEN, then
-    LOCAL_CLOSING or REMOTE_CLOSING, then CLOSED. ``deflate`` is the
-    permessage-deflate the handshake agreed (a :class:`Deflate`), or ``None``.
+    Build one once the opening handshake is done: ``client`` says which end
+    this is, ``deflate`` is the permessage-deflate the handshake agreed (a
+    :class:`Deflate`), or ``None``, and ``max_message_size`` bounds each
+    received message. Then hand it to a
+    :class:`~trio_websocket_core.WebSocketConnection`, which feeds it and
+    acts on its events; :attr:`state` says where the closing handshake stands.
     """
 
     __slots__ = (
@@ -123,7 +126,10 @@ class FrameProtocol:
 
     def __init__(self, client: bool, deflate: Deflate | None = None,
                  max_message_size: float = float("inf")) -> None:
+        #: Whether this is the client's end, which masks the frames it sends.
         self.client = client
+        #: Where the closing handshake stands, as wsproto's ``ConnectionState``:
+        #: OPEN, then LOCAL_CLOSING or REMOTE_CLOSING, then CLOSED.
         self.state = _OPEN
         #: The peer's (code, reason), once its close frame is parsed. Events
         #: before it may still be on their way to the user at that point.
@@ -208,7 +214,10 @@ class FrameProtocol:
     def events(self) -> list[Event]:
         """Parse complete frames received so far into events, at most a batch of them.
 
-        ``more`` is then True if complete frames may be left: call again
+        Each event is a ``(kind, value)`` pair for the connection that owns
+        this protocol to act on; code that hands the protocol to a
+        :class:`~trio_websocket_core.WebSocketConnection` never calls this.
+        Afterwards :attr:`more` is True if complete frames may be left: call again
         (after letting others run) before feeding more data. A batch bounds
         the work one call does however small the peer's frames are.
         """

@@ -12,7 +12,7 @@ stream to :class:`~trio_websocket_core.WebSocketConnection`.
 from __future__ import annotations
 
 from ._connection import RECEIVE_SIZE
-from ._deflate import Deflate
+from ._deflate import Deflate, InflateError
 from ._endpoint import socket_endpoint, stream_endpoints
 from ._http import (
     MAX_HEAD_SIZE,
@@ -20,6 +20,7 @@ from ._http import (
     MAX_LIST_ELEMENTS,
     Header,
     HeadTooLarge,
+    NotHTTP,
     header_fields,
     headers_except,
     is_target,
@@ -38,6 +39,8 @@ __all__ = [
     "FrameProtocol",
     "HeadTooLarge",
     "Header",
+    "InflateError",
+    "NotHTTP",
     "TLSListener",
     "TLSStream",
     "header_fields",

@@ -25,6 +25,7 @@ from trio_websocket_core.toolkit import (
     FrameProtocol,
     Header,
     HeadTooLarge,
+    NotHTTP,
     headers_except,
     receive_http_head,
     stream_endpoints,
@@ -243,6 +244,10 @@ async def wrap_server_stream(
     except HeadTooLarge as exc:
         logger.debug("refusing a handshake with HTTP 431: %s", exc)
         await refuse(stream, 431)
+        raise
+    except NotHTTP as exc:
+        logger.debug("refusing a handshake with HTTP 400: %s", exc)
+        await refuse(stream, 400)
         raise
     except HandshakeError as exc:
         logger.debug("handshake failed: %s", exc)

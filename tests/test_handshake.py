@@ -399,7 +399,8 @@ async def test_connection_refused_is_an_oserror() -> None:
             pass
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/", "127.0.0.1:80", "ws:///nohost"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1/", "127.0.0.1:80", "ws:///nohost",
+                                 "ws://127.0.0.1:0/"])
 async def test_bad_urls(url: str) -> None:
     with pytest.raises(ValueError):
         async with open_websocket_url(url):

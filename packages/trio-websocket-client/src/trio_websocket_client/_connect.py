@@ -65,7 +65,11 @@ def _parse_url(url: str) -> tuple[bool, str, int, str]:
     if not parts.hostname:
         raise ValueError(f"no host in URL {url!r}")
     secure = scheme == "wss"
-    port = parts.port or (443 if secure else 80)
+    port = parts.port
+    if port == 0:  # port 0 names no server; "or" would quietly dial the default
+        raise ValueError(f"port 0 in URL {url!r}")
+    if port is None:
+        port = 443 if secure else 80
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query

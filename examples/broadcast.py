@@ -12,7 +12,11 @@ mind under Trio).
 
 Each client gets a short queue of its own. A client that falls so far behind
 that its queue is full is closed with 1013 (try again later) rather than
-holding up everyone else or letting the backlog grow without bound.
+holding up everyone else or letting the backlog grow without bound. Such a
+client may have stopped reading altogether, so that its task is stuck in a
+send that waits for room: the hub cancels that send (a cancelled send sends
+nothing) and gives the closing handshake ``close_timeout`` seconds before
+the connection is aborted.
 """
 
 from __future__ import annotations
@@ -55,13 +59,28 @@ class MemoryBroker:
             send.close()
 
 
+class _Client:
+    """What the hub keeps for one connection: its queue, and how to stop its sender."""
+
+    def __init__(self, queue: trio.MemorySendChannel[str]) -> None:
+        self.queue = queue
+        self.sender = trio.CancelScope()
+
+
 class Hub:
     """One process's clients, each with a queue of broadcast messages still to send it."""
 
-    def __init__(self, broker: MemoryBroker, queue_size: int = 16) -> None:
+    def __init__(self, broker: MemoryBroker, queue_size: int = 16,
+                 close_timeout: float = 5.0) -> None:
         self.broker = broker
         self.queue_size = queue_size
-        self._queues: set[trio.MemorySendChannel[str]] = set()
+        self.close_timeout = close_timeout
+        self._clients: set[_Client] = set()
+
+    @property
+    def clients(self) -> int:
+        """How many clients get broadcasts here now: for a health check or a metric."""
+        return len(self._clients)
 
     async def relay(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                     ) -> None:
@@ -69,25 +88,38 @@ class Hub:
         async with self.broker.subscribe() as messages:
             task_status.started()
             async for message in messages:
-                for queue in list(self._queues):
+                for client in list(self._clients):
                     try:
-                        queue.send_nowait(message)
+                        client.queue.send_nowait(message)
                     except trio.WouldBlock:  # this client is too far behind: drop it
-                        self._queues.discard(queue)
-                        queue.close()
+                        self._drop(client)
+
+    def _drop(self, client: _Client) -> None:
+        self._clients.discard(client)
+        client.queue.close()
+        # Its sender may be waiting for room that a peer which stopped reading
+        # never makes; cancelled, that send sends nothing, and the sender goes
+        # on to close the connection.
+        client.sender.cancel()
 
     async def handler(self, request: WebSocketRequest) -> None:
         """Publish what the client sends; send it what anyone publishes."""
         ws = await request.accept()
         send, receive = trio.open_memory_channel[str](self.queue_size)
-        self._queues.add(send)
+        client = _Client(send)
+        self._clients.add(client)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_send_queued, ws, receive)
+                nursery.start_soon(self._send_queued, ws, receive, client.sender)
                 await self._publish_received(ws)
-                nursery.cancel_scope.cancel()
+                # The connection is closing. If the hub dropped this client,
+                # its sender is the one closing it: cancelling now would abort
+                # that closing handshake. Otherwise the sender waits for
+                # messages that no longer matter.
+                if client in self._clients:
+                    nursery.cancel_scope.cancel()
         finally:
-            self._queues.discard(send)
+            self._clients.discard(client)
             send.close()
 
     async def _publish_received(self, ws: WebSocketConnection) -> None:
@@ -97,16 +129,21 @@ class Hub:
         except ConnectionClosed:
             pass
 
-
-async def _send_queued(ws: WebSocketConnection, queue: trio.MemoryReceiveChannel[str]) -> None:
-    # One task per client does the sending, so a slow client holds up only itself.
-    try:
-        async with queue:
-            async for message in queue:
-                await ws.send_message(message)
-        await ws.aclose(1013, "too far behind")  # the hub closed the queue
-    except ConnectionClosed:
-        pass
+    async def _send_queued(self, ws: WebSocketConnection, queue: trio.MemoryReceiveChannel[str],
+                           scope: trio.CancelScope) -> None:
+        # One task per client does the sending, so a slow client holds up only itself.
+        try:
+            with scope, queue:
+                async for message in queue:
+                    await ws.send_message(message)
+            # The hub dropped this client (or its queue ended). The close frame
+            # waits behind what the peer has not read; if it cannot get through
+            # in time, the cancelled aclose() aborts the connection, and the
+            # handler's get_message() ends with ConnectionClosed.
+            with trio.move_on_after(self.close_timeout):
+                await ws.aclose(1013, "too far behind")
+        except ConnectionClosed:
+            pass
 
 
 async def main() -> int:

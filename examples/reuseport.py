@@ -10,14 +10,22 @@ every new connection to one of them. Each worker is an ordinary
 clients of other workers has to travel through something outside the
 processes (docs/deploy.md describes the pattern).
 
-Every worker echoes what it receives, except the text ``whoami``, which it
-answers with ``worker <id> pid <pid>``.
+Every worker echoes what it receives, except two texts the tests use:
+``whoami``, which it answers with ``worker <id> pid <pid>``, and
+``print <text>``, which it writes to its standard output (the supervisor
+passes on whatever its workers print) and answers with ``printed``.
 
 On SIGTERM or SIGINT (Ctrl+C) every worker drains: it closes its listening
 socket so new connections go to the workers still listening, sends close
 code 1001 (going away) to its clients, and gives them ``--grace`` seconds to
 answer before it cancels what is left. The supervisor exits once every
 worker has, with status 0 only if every worker exited with 0.
+
+A worker drains in the same way when its supervisor is gone, even killed
+with SIGKILL, which no process can catch: each worker's standard input is a
+pipe from the supervisor, which never writes to it, and the end of that
+pipe (the system closes it when the supervisor dies) tells the worker. This
+works on every system, unlike Linux's PR_SET_PDEATHSIG.
 
 With ``--port 0`` the supervisor picks a free port and holds it, with a bound
 socket that never listens, so all workers join the same one. It prints
@@ -78,7 +86,7 @@ async def reuseport_socket(host: str, port: int, *, listen: bool = True) -> trio
 
 
 async def run_worker(worker_id: int, host: str, port: int, grace: float) -> None:
-    """Serve on the shared port until SIGTERM or SIGINT, then drain and return."""
+    """Serve on the shared port until a stop signal or the supervisor's end, then drain."""
     me = f"worker {worker_id} pid {os.getpid()}"
     connections: set[WebSocketConnection] = set()
     draining = False
@@ -92,7 +100,13 @@ async def run_worker(worker_id: int, host: str, port: int, grace: float) -> None
         try:
             while True:
                 message = await ws.get_message()
-                await ws.send_message(me if message == "whoami" else message)
+                if message == "whoami":
+                    await ws.send_message(me)
+                elif isinstance(message, str) and message.startswith("print "):
+                    print(message[len("print "):], flush=True)
+                    await ws.send_message("printed")
+                else:
+                    await ws.send_message(message)
         except ConnectionClosed:
             pass
         finally:
@@ -107,13 +121,37 @@ async def run_worker(worker_id: int, host: str, port: int, grace: float) -> None
             async with trio.open_nursery() as accepting:
                 await accepting.start(server.run)
                 print(f"READY {worker_id} {os.getpid()}", flush=True)
-                async for _ in signals:
-                    break
+                async with trio.open_nursery() as waiting:
+
+                    async def on_signal() -> None:
+                        async for _ in signals:
+                            break
+                        waiting.cancel_scope.cancel()
+
+                    async def on_supervisor_gone() -> None:
+                        await _supervisor_gone()
+                        waiting.cancel_scope.cancel()
+
+                    waiting.start_soon(on_signal)
+                    waiting.start_soon(on_supervisor_gone)
                 accepting.cancel_scope.cancel()  # closes the listening socket
             draining = True
             handlers.cancel_scope.deadline = trio.current_time() + grace
             for ws in list(connections):
                 handlers.start_soon(ws.aclose, 1001, "server shutting down")
+
+
+async def _supervisor_gone() -> None:
+    """Return once standard input ends: the supervisor closed its end of the pipe, or died.
+
+    A thread waits in a plain blocking read, which works on pipes everywhere;
+    when the worker stops for another reason the thread is left in its read,
+    and ends with the process. (os.read, not sys.stdin: a thread left inside
+    a buffered file's read would hold its lock as the interpreter shuts down.)
+    """
+    stdin = sys.stdin.fileno()
+    while await trio.to_thread.run_sync(os.read, stdin, 4096, abandon_on_cancel=True):
+        pass  # the supervisor writes nothing; anything else that comes is ignored
 
 
 async def supervise(workers: int, host: str, port: int, grace: float) -> int:
@@ -126,16 +164,14 @@ async def supervise(workers: int, host: str, port: int, grace: float) -> int:
     with placeholder, trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         try:
             for worker_id in range(workers):
+                # stdin: a pipe the supervisor holds and never writes to; its
+                # end tells the worker that the supervisor is gone.
                 processes.append(await trio.lowlevel.open_process(
                     [sys.executable, __file__, "--worker", str(worker_id), "--host", host,
                      "--port", str(port), "--grace", str(grace)],
-                    stdout=subprocess.PIPE))
-            with trio.fail_after(STARTUP_TIMEOUT):
-                for process in processes:
-                    if not (await _first_line(process)).startswith(b"READY"):
-                        raise SystemExit(f"a worker failed to start (exit {await process.wait()})")
-            print(f"LISTENING {host} {port}", flush=True)
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE))
             stopping = False
+            output_lock = trio.Lock()
             async with trio.open_nursery() as nursery:
 
                 def stop_all() -> None:
@@ -152,9 +188,12 @@ async def supervise(workers: int, host: str, port: int, grace: float) -> int:
                     nursery.cancel_scope.deadline = min(
                         nursery.cancel_scope.deadline, trio.current_time() + grace + 5)
 
+                waiting = trio.CancelScope()
+
                 async def stop_on_signal() -> None:
-                    async for _ in signals:
-                        stop_all()
+                    with waiting:
+                        async for _ in signals:
+                            stop_all()
 
                 async def stop_when_exits(process: trio.Process) -> None:
                     # One worker ending on its own takes the others down with it:
@@ -162,12 +201,25 @@ async def supervise(workers: int, host: str, port: int, grace: float) -> int:
                     await process.wait()
                     stop_all()
 
+                # Each worker's output is read to its end, READY first, so that
+                # a worker that prints a lot never waits for a full pipe.
+                ready = 0
+                with trio.move_on_after(STARTUP_TIMEOUT):
+                    for process in processes:
+                        if not await nursery.start(_pass_output_on, process, output_lock):
+                            break
+                        ready += 1
+                if ready < workers:
+                    print(f"worker {ready} failed to start", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+                    return 1  # the workers are killed below
+                print(f"LISTENING {host} {port}", flush=True)
                 nursery.start_soon(stop_on_signal)
                 for process in processes:
                     nursery.start_soon(stop_when_exits, process)
                 for process in processes:
                     await process.wait()
-                nursery.cancel_scope.cancel()
+                waiting.cancel()  # the output tasks end as their pipes do
             return 0 if all(process.returncode == 0 for process in processes) else 1
         finally:
             for process in processes:  # left running only if something above failed
@@ -175,20 +227,51 @@ async def supervise(workers: int, host: str, port: int, grace: float) -> int:
                     process.kill()
                 with trio.CancelScope(shield=True):
                     await process.wait()
-                    if process.stdout is not None:
-                        await process.stdout.aclose()
+                    for pipe in (process.stdin, process.stdout):
+                        if pipe is not None:
+                            await pipe.aclose()
 
 
-async def _first_line(process: trio.Process) -> bytes:
-    # The pipe stays open afterwards: a worker writing to a closed pipe would fail.
+async def _pass_output_on(process: trio.Process, lock: trio.Lock, *,
+                          task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED,
+                          ) -> None:
+    """Wait for the worker's READY line, then copy its output to ours until it ends.
+
+    Reports True once the worker is ready; False, and returns, if its first
+    line is something else or its output ends first. Whole lines go out,
+    one worker's at a time, so that lines from several workers never mix.
+    The writes run in a thread: whoever reads our output may be slow, and
+    the supervisor must go on handling signals meanwhile.
+    """
     assert process.stdout is not None
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = await process.stdout.receive_some()
-        if not chunk:
-            break
-        line += chunk
-    return line
+    pending = b""
+    ready = False
+    async with process.stdout:
+        while chunk := await process.stdout.receive_some():
+            pending += chunk
+            if not ready:
+                if b"\n" not in pending:
+                    continue
+                line, pending = pending.split(b"\n", 1)
+                if not line.startswith(b"READY"):
+                    task_status.started(False)
+                    return
+                ready = True
+                task_status.started(True)
+            lines, newline, pending = pending.rpartition(b"\n")
+            if newline:
+                async with lock:
+                    await trio.to_thread.run_sync(_write_out, lines + newline)
+    if not ready:
+        task_status.started(False)
+    elif pending:  # a last line without its newline
+        async with lock:
+            await trio.to_thread.run_sync(_write_out, pending)
+
+
+def _write_out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def main() -> int:

@@ -13,6 +13,12 @@ from trio_websocket import open_websocket_url
 
 TOOL = [sys.executable, "-m", "trio_websocket"]
 PIPE = subprocess.PIPE
+if sys.platform == "win32":
+    STOP = signal.CTRL_BREAK_EVENT
+    NEW_GROUP = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+else:
+    STOP = signal.SIGINT
+    NEW_GROUP = {}
 
 
 class Lines:
@@ -64,7 +70,8 @@ async def main() -> int:
         with trio.fail_after(20):
             print("$ python -m trio_websocket --serve 127.0.0.1:0")
             server: trio.Process = await nursery.start(functools.partial(
-                trio.run_process, [*TOOL, "--serve", "127.0.0.1:0"], stdout=PIPE, check=False))
+                trio.run_process, [*TOOL, "--serve", "127.0.0.1:0"], stdout=PIPE, check=False,
+                **NEW_GROUP))
             assert server.stdout
             output = Lines(server.stdout)
             listening = await output.next()
@@ -72,13 +79,11 @@ async def main() -> int:
             url = listening.split()[2]
             await library_client(f"{url}/demo")
             await command_line_client(nursery, f"{url}/cli")
-            # Ctrl-C stops the server cleanly; where a signal cannot be sent (Windows),
-            # it is simply ended.
+            # Ctrl-C stops the server cleanly. Windows cannot send a signal to one
+            # process; Ctrl-Break, sent to the process group the server leads, does
+            # the same there.
             print("Ctrl-C to the server; everything it printed since it started listening:")
-            if sys.platform == "win32":
-                server.terminate()
-            else:
-                server.send_signal(signal.SIGINT)
+            server.send_signal(STOP)
             try:
                 while True:
                     print(f"  {await output.next()}")

@@ -251,7 +251,7 @@ async def test_typed_lines_come_back_and_ctrl_d_closes(terminal: Terminal) -> No
     await terminal.wait_for(client, f"Connected to {url}/chat.\n> ")
     await terminal.type(client, "hello, terminal")
     await terminal.press(client, "Enter")
-    screen = await terminal.wait_for(client, "< hello, terminal")
+    screen = await terminal.wait_for(client, "< hello, terminal\n> ")
     # What was typed, the echo, then a fresh prompt for the next line.
     assert screen.splitlines()[-3:] == ["> hello, terminal", "< hello, terminal", "> "]
     await terminal.type(client, "été 🌍")
@@ -262,10 +262,11 @@ async def test_typed_lines_come_back_and_ctrl_d_closes(terminal: Terminal) -> No
     # With --linger, the echo still comes, then the connection closes normally.
     await terminal.type(client, "last words")
     await terminal.press(client, "C-d")
-    screen = await terminal.wait_for(client, "Connection closed: 1000 (NORMAL_CLOSURE).")
-    assert screen.splitlines()[-3:] == [
-        "> last words", "< last words", "Connection closed: 1000 (NORMAL_CLOSURE)."]
     assert await terminal.exit_status(client) == 0
+    screen = await terminal.screen(client)
+    assert screen.splitlines()[-4:] == [
+        "> last words", "< last words", "Connection closed: 1000 (NORMAL_CLOSURE).",
+        "[exit status 0]"]
     no_traceback(screen)
     await terminal.wait_for(server, "closed: 1000 (NORMAL_CLOSURE)")
     assert "connected (path '/chat')" in await terminal.screen(server)
@@ -278,10 +279,11 @@ async def test_ctrl_c_on_the_client_closes_cleanly(terminal: Terminal) -> None:
     await terminal.wait_for(client, "> ")
     await terminal.type(client, "never sent")
     await terminal.press(client, "C-c")
-    screen = await terminal.wait_for(client, "Connection closed: 1000 (NORMAL_CLOSURE).")
-    assert screen.splitlines()[-2:] == ["Closing the connection (Ctrl-C again drops it).",
-                                        "Connection closed: 1000 (NORMAL_CLOSURE)."]
     assert await terminal.exit_status(client) == EXIT_INTERRUPTED
+    screen = await terminal.screen(client)
+    assert screen.splitlines()[-3:] == ["Closing the connection (Ctrl-C again drops it).",
+                                        "Connection closed: 1000 (NORMAL_CLOSURE).",
+                                        "[exit status 130]"]
     no_traceback(screen)
     assert "never sent" not in screen  # not sent, and its prompt line cleared
     server_screen = await terminal.wait_for(server, "closed: 1000 (NORMAL_CLOSURE)")
@@ -407,7 +409,7 @@ async def test_messages_arrive_above_the_line_being_typed(
     await terminal.wait_for(client, lambda screen: last_line(screen) == "> half a li")
 
     push.set()
-    screen = await terminal.wait_for(client, "< [binary, 4 bytes] 00 01 fe ff")
+    screen = await terminal.wait_for(client, "< [binary, 4 bytes] 00 01 fe ff\n> half a li")
     rows = screen.splitlines()
     # What is not printable (an escape code, a bidi override, a zero-width space, line
     # ends other than \n) shows as escapes instead of acting; the long line is cut to

@@ -16,10 +16,9 @@ Without them the name itself is tried as a distribution, then its first word
 as a program. Versions are looked up once per process and never fail the run:
 a lookup that goes wrong leaves the version out.
 
-It also gives back the reason of a skip raised inside a trio test's nursery,
-which pytest-trio 0.8 drops (it unwraps the exception group with a bare
-``pytest.skip()``): the interop tests skip there when a peer is missing, and a
-skip that says only "Skipped" tells nobody what to install.
+A skip's reason is kept only if the skip is raised outside trio: pytest-trio
+0.8 replaces a skip raised inside a trio test (or its async fixtures) with a
+bare one. So the tests find their peers in plain fixtures.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import importlib.metadata
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,30 +123,6 @@ class Peer:
         return [f"    skipped ({count}): {reason}" for reason, count in sorted(reasons.items())]
 
 
-def lost_skip(call: pytest.CallInfo[None]) -> BaseException | None:
-    """The skip whose reason pytest-trio dropped from this call, or None if it dropped none.
-
-    pytest-trio raises a bare skip while it handles the exception group that
-    carried the test's own skip, so that group is the bare skip's context.
-    """
-    skipped = call.excinfo.value if call.excinfo is not None else None
-    if not isinstance(skipped, pytest.skip.Exception) or skipped.msg:
-        return None
-    queue = [skipped.__context__]
-    leaves = []
-    for _ in range(1000):  # a group holds few exceptions; a bound all the same
-        if not queue:
-            break
-        exc = queue.pop()
-        if isinstance(exc, BaseException) and hasattr(exc, "exceptions"):
-            queue.extend(exc.exceptions)
-        elif exc is not None:
-            leaves.append(exc)
-    if len(leaves) == 1 and isinstance(leaves[0], pytest.skip.Exception) and leaves[0].msg:
-        return leaves[0]
-    return None
-
-
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
@@ -174,25 +149,6 @@ class PeerSummary:
             peers = self.tests.setdefault(item.nodeid, [])
             if peer not in peers:
                 peers.append(peer)
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, call: pytest.CallInfo[None]
-                                  ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        try:
-            skip = lost_skip(call)
-            if skip is not None and isinstance(report.longrepr, tuple):
-                # Where the skip was called, as pytest reports a skip (the last
-                # frame it does not hide), not where pytest-trio raised its bare one.
-                info = pytest.ExceptionInfo.from_exception(skip)
-                entries = info.traceback.filter(info)
-                path, lineno = report.longrepr[:2]
-                if entries:
-                    path, lineno = str(entries[-1].path), entries[-1].lineno + 1
-                report.longrepr = (path, lineno, info.exconly())
-        except Exception:  # a repair of the report: it must never break one
-            pass
-        return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         peers = self.tests.get(report.nodeid)

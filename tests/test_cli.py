@@ -182,8 +182,13 @@ class Terminal:
 
 
 @pytest.fixture
-async def terminal() -> AsyncIterator[Terminal]:
-    tmux = require("tmux", "the command-line tests run the tool in a terminal")
+def tmux() -> str:
+    # A plain fixture: a skip raised inside a trio test or fixture loses its reason.
+    return require("tmux", "the command-line tests run the tool in a terminal")
+
+
+@pytest.fixture
+async def terminal(tmux: str) -> AsyncIterator[Terminal]:
     # A directory of its own for the server's socket: a short path (a socket's path has
     # a length limit that pytest's tmp_path can pass), and removed afterwards.
     with tempfile.TemporaryDirectory(prefix="trio-websocket-cli-",

@@ -105,26 +105,3 @@ def test_passes_then_breaks(breaks_after):
     result.assert_outcomes(passed=1, errors=1)
     # Neither a distribution nor a program of that name: no version, no failure.
     assert section(result.outlines) == ["ghost-program-xyz: 1 error"]
-
-
-def test_keeps_the_reason_of_a_skip_inside_a_trio_nursery(pytester: pytest.Pytester) -> None:
-    # The interop tests call require() inside the test body, where the nursery
-    # fixture's exception group wraps the skip and pytest-trio drops its reason.
-    pytester.makeini("[pytest]\ntrio_mode = true\n")
-    pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_inner="""
-import pytest
-import trio
-
-pytestmark = pytest.mark.peer("frob")
-
-async def test_needs_frob(nursery: trio.Nursery) -> None:
-    pytest.skip("frob is not installed (frob is the peer)")
-""")
-    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider", "-rs")
-    result.assert_outcomes(skipped=1)
-    assert section(result.outlines) == [
-        "frob: 1 skipped", "    skipped (1): frob is not installed (frob is the peer)"]
-    # pytest's own line too, pointing at the skip's call.
-    result.stdout.fnmatch_lines(
-        ["SKIPPED [[]1[]] test_inner.py:7: frob is not installed (frob is the peer)"])

@@ -122,8 +122,12 @@ def free_port() -> int:
         return port
 
 
-def nginx_binary() -> str:
-    """Debian puts nginx in /usr/sbin, which is not on every user's PATH."""
+@pytest.fixture
+def nginx() -> str:
+    """Debian puts nginx in /usr/sbin, which is not on every user's PATH.
+
+    A plain fixture: a skip raised inside a trio test loses its reason.
+    """
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
     found = shutil.which("nginx", path=search)
     return found or require("nginx", "Debian's nginx proxies to our server")
@@ -224,9 +228,8 @@ async def stop(process: trio.Process) -> None:
 
 
 @asynccontextmanager
-async def run_proxy(nursery: trio.Nursery, directory: Path,
+async def run_proxy(nursery: trio.Nursery, binary: str, directory: Path,
                     read_timeout: str | None = None) -> AsyncIterator[Proxy]:
-    binary = nginx_binary()
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1")
     issued.private_key_pem.write_to_path(str(directory / "key.pem"))
@@ -259,8 +262,8 @@ async def run_proxy(nursery: trio.Nursery, directory: Path,
 
 
 @pytest.fixture
-async def proxy(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Proxy]:
-    async with run_proxy(nursery, tmp_path) as running:
+async def proxy(nursery: trio.Nursery, nginx: str, tmp_path: Path) -> AsyncIterator[Proxy]:
+    async with run_proxy(nursery, nginx, tmp_path) as running:
         yield running
 
 
@@ -327,7 +330,7 @@ async def test_rejection_passes_through(proxy: Proxy) -> None:
 
 
 async def test_traffic_either_way_keeps_a_connection_open_past_proxy_read_timeout(
-        nursery: trio.Nursery, tmp_path: Path) -> None:
+        nursery: trio.Nursery, nginx: str, tmp_path: Path) -> None:
     # proxy_read_timeout shortened to half a second. The server then says
     # nothing for three times that: with nothing else crossing nginx the
     # connection is cut; it stays open if the server pings every tenth of a
@@ -352,7 +355,7 @@ async def test_traffic_either_way_keeps_a_connection_open_past_proxy_read_timeou
             await trio.sleep(PING_INTERVAL)
             await ws.send_message("just talking")
 
-    async with run_proxy(nursery, tmp_path, read_timeout="500ms") as short:
+    async with run_proxy(nursery, nginx, tmp_path, read_timeout="500ms") as short:
         results: dict[str, str | int] = {}
 
         async def run(name: str, command: str, client_talks: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,18 +32,24 @@ def ws_version() -> str | None:
 pytestmark = pytest.mark.peer("node ws", version=ws_version)
 
 
-def node(script: str, *args: str) -> list[str]:
+@pytest.fixture
+def node() -> Callable[..., list[str]]:
+    """How to run one of the peer's scripts: ``node(script, *args)`` is the command.
+
+    A plain fixture: a skip raised inside a trio test loses its reason.
+    """
     binary = require("node", "Node.js runs the ws peer")
     if not (NODE_DIR / "node_modules" / "ws").is_dir():
         message = f"run 'npm install' in {NODE_DIR} to get the ws peer"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return [binary, str(NODE_DIR / script), *args]
+    return lambda script, *args: [binary, str(NODE_DIR / script), *args]
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_node_client_with_our_server(nursery: trio.Nursery, mode: str) -> None:
+async def test_node_client_with_our_server(nursery: trio.Nursery, node: Callable[..., list[str]],
+                                           mode: str) -> None:
     command = node("ws_client.js", "", mode)
     server = OurServer()
     command[2] = await server.start(nursery, mode)
@@ -56,7 +63,8 @@ async def test_node_client_with_our_server(nursery: trio.Nursery, mode: str) -> 
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_our_client_with_node_server(nursery: trio.Nursery, mode: str) -> None:
+async def test_our_client_with_node_server(nursery: trio.Nursery, node: Callable[..., list[str]],
+                                           mode: str) -> None:
     peer, url = await PeerServer.start(nursery, node("ws_server.js", mode))
     try:
         await our_client_exchange(url, mode, peer)

@@ -245,7 +245,9 @@ def _server(received: bytes, reads: list[bytes], settings: PerMessageDeflate | N
             "the head does not end at its first blank line")
     require(len(head) <= MAX_HEAD_SIZE, f"a head of {len(head)} bytes")
     require(head.count(b"\r\n") - 2 <= MAX_HEADERS, "a head over MAX_HEADERS lines")
-    require(received.startswith(head + rest), "bytes lost or changed reading the head")
+    # Empty lines before the start line are skipped (RFC 9112 2.2), and only those.
+    require(received.lstrip(b"\r\n").startswith(head + rest),
+            "bytes lost or changed reading the head")
     try:
         request = parse_request(head)
     except BadRequest as exc:

@@ -310,6 +310,7 @@ REFUSED = [
     # No blank line would ever come: answered at the first byte, not at the timeout.
     pytest.param(client_hello(), 400, id="tls-client-hello-to-plain-port"),
     pytest.param(b"\r\n\x00", 400, id="empty-line-then-binary"),
+    pytest.param(b"\r\n" * (MAX_HEAD_SIZE // 2 + 1), 431, id="endless-empty-lines"),
     # Missing or wrong upgrade headers.
     pytest.param(swap(b"Host"), 400, id="missing-Host"),
     pytest.param(swap(b"Upgrade"), 400, id="missing-Upgrade"),
@@ -498,6 +499,9 @@ LOWERCASE_NAMES = b"\r\n".join([b"GET /hostile HTTP/1.1", *(
 
 @pytest.mark.parametrize("request_bytes", [
     pytest.param(extra(b"Content-Length: 0"), id="content-length-0"),
+    # RFC 9112 2.2: empty lines before the request line are ignored.
+    pytest.param(b"\r\n" + upgrade(), id="empty-line-first"),
+    pytest.param(b"\r\n\n\r\n" + upgrade(), id="empty-lines-first"),
     pytest.param(LOWERCASE_NAMES, id="lowercase-names"),
     pytest.param(swap(b"Connection", b"keep-alive, Upgrade"), id="connection-list"),
     pytest.param(swap(b"Connection", b"Upgrade", b"keep-alive"), id="connection-two-lines"),

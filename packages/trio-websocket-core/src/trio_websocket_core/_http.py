@@ -74,12 +74,13 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
     any bytes that arrived after it.
 
     :raises HandshakeError: if the stream ends or breaks first.
-    :raises NotHTTP: if the first byte (after any empty lines) is not a letter,
-        as every request method and ``HTTP/`` begin.
+    :raises NotHTTP: if the first byte (after any empty lines, which are
+        skipped) is not a letter, as every request method and ``HTTP/`` begin.
     :raises HeadTooLarge: if the head exceeds :data:`MAX_HEAD_SIZE` or :data:`MAX_HEADERS`.
     """
     buffer = bytearray()
     started = False  # seen the first byte of the start line
+    skipped = 0  # empty lines before it
     while True:
         try:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -90,13 +91,20 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
         search_from = max(0, len(buffer) - 3)
         buffer += data
         if not started:
-            # RFC 9112 2.2: empty lines before a request line are ignored.
-            first = buffer.lstrip(b"\r\n")[:1]
-            if first:
-                if not first.isalpha():
-                    raise NotHTTP(f"not HTTP: the peer's first bytes are {bytes(buffer[:8])!r}"
-                                  " (TLS to a plain port, or the other way round?)")
-                started = True
+            # RFC 9112 2.2: empty lines before a request line are ignored. They
+            # count towards the head's bound.
+            empty = len(buffer) - len(buffer.lstrip(b"\r\n"))
+            del buffer[:empty]
+            skipped += empty
+            if skipped > MAX_HEAD_SIZE:
+                raise HeadTooLarge(f"HTTP head longer than {MAX_HEAD_SIZE} bytes")
+            if not buffer:
+                continue
+            if not buffer[:1].isalpha():
+                raise NotHTTP(f"not HTTP: the peer's first bytes are {bytes(buffer[:8])!r}"
+                              " (TLS to a plain port, or the other way round?)")
+            started = True
+            search_from = 0
         end = buffer.find(b"\r\n\r\n", search_from)
         if end >= 0:
             end += 4

@@ -252,7 +252,7 @@ async def never_answers_a_close(stream: trio.SocketStream) -> None:
 @pytest.mark.peer("tmux")
 async def test_typed_lines_come_back_and_ctrl_d_closes(terminal: Terminal) -> None:
     server, url = await start_echo_server(terminal)
-    client = await terminal.start("client", [f"{url}/chat", "--linger", "1"])
+    client = await terminal.start("client", [f"{url}/chat"])
     await terminal.wait_for(client, f"Connected to {url}/chat.\n> ")
     await terminal.type(client, "hello, terminal")
     await terminal.press(client, "Enter")
@@ -263,18 +263,41 @@ async def test_typed_lines_come_back_and_ctrl_d_closes(terminal: Terminal) -> No
     await terminal.press(client, "Enter")
     await terminal.wait_for(client, "< été 🌍")
 
-    # Ctrl-D in the middle of a line sends it and ends the input, at the first press.
-    # With --linger, the echo still comes, then the connection closes normally.
+    # Ctrl-D on an empty line ends the input; nothing is on its way, so the client
+    # closes at once (at a terminal it does not linger).
+    await terminal.press(client, "C-d")
+    assert await terminal.exit_status(client) == 0
+    screen = await terminal.screen(client)
+    # The empty prompt line is cleared on the way out.
+    assert screen.splitlines()[-3:] == [
+        "< été 🌍", "Connection closed: 1000 (NORMAL_CLOSURE).", "[exit status 0]"]
+    no_traceback(screen)
+    await terminal.wait_for(server, "closed: 1000 (NORMAL_CLOSURE)")
+    assert "connected (path '/chat')" in await terminal.screen(server)
+
+
+@pytest.mark.peer("tmux")
+async def test_ctrl_d_mid_line_sends_the_line_and_waits_for_replies(
+    terminal: Terminal, nursery: trio.Nursery
+) -> None:
+    async def echo_then_close(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+        await ws.aclose()  # so the test never depends on how long the client lingers
+
+    server = await nursery.start(serve_websocket, echo_then_close, HOST, 0, None)
+    client = await terminal.start("client", [f"ws://{HOST}:{server.port}/", "--linger", "30"])
+    await terminal.wait_for(client, "> ")
+    # Ctrl-D in the middle of a line sends it and ends the input, at the first press;
+    # with --linger, the reply still on its way is printed.
     await terminal.type(client, "last words")
     await terminal.press(client, "C-d")
     assert await terminal.exit_status(client) == 0
     screen = await terminal.screen(client)
     assert screen.splitlines()[-4:] == [
-        "> last words", "< last words", "Connection closed: 1000 (NORMAL_CLOSURE).",
-        "[exit status 0]"]
+        "> last words", "< last words",
+        "Connection closed by the server: 1000 (NORMAL_CLOSURE).", "[exit status 0]"]
     no_traceback(screen)
-    await terminal.wait_for(server, "closed: 1000 (NORMAL_CLOSURE)")
-    assert "connected (path '/chat')" in await terminal.screen(server)
 
 
 @pytest.mark.peer("tmux")

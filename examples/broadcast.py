@@ -43,9 +43,17 @@ class MemoryBroker:
         self._subscribers: set[trio.MemorySendChannel[str]] = set()
 
     async def publish(self, message: str) -> None:
-        """Hand ``message`` to every subscriber, this process's own included."""
+        """Hand ``message`` to every subscriber, this process's own included.
+
+        A subscriber that leaves meanwhile, even while this waits for room in
+        its channel, is skipped: a process going away must not make a publish
+        meant for everyone else fail.
+        """
         for subscriber in list(self._subscribers):
-            await subscriber.send(message)
+            try:
+                await subscriber.send(message)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # it unsubscribed, or its receiving end is gone
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
@@ -93,6 +101,11 @@ class Hub:
                         client.queue.send_nowait(message)
                     except trio.WouldBlock:  # this client is too far behind: drop it
                         self._drop(client)
+                    except trio.BrokenResourceError:
+                        # Its connection has closed: its sender has ended,
+                        # closing the queue, and its handler has yet to take
+                        # it out. There is nothing to close; forget it now.
+                        self._clients.discard(client)
 
     def _drop(self, client: _Client) -> None:
         self._clients.discard(client)

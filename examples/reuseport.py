@@ -25,7 +25,9 @@ A worker drains in the same way when its supervisor is gone, even killed
 with SIGKILL, which no process can catch: each worker's standard input is a
 pipe from the supervisor, which never writes to it, and the end of that
 pipe (the system closes it when the supervisor dies) tells the worker. This
-works on every system, unlike Linux's PR_SET_PDEATHSIG.
+works on every system, unlike Linux's PR_SET_PDEATHSIG. A worker whose
+supervisor is already gone when it is ready (its output pipe is broken)
+drains at once.
 
 With ``--port 0`` the supervisor picks a free port and holds it, with a bound
 socket that never listens, so all workers join the same one. It prints
@@ -45,6 +47,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import trio
 
@@ -103,7 +106,7 @@ async def run_worker(worker_id: int, host: str, port: int, grace: float) -> None
                 if message == "whoami":
                     await ws.send_message(me)
                 elif isinstance(message, str) and message.startswith("print "):
-                    print(message[len("print "):], flush=True)
+                    _say(message[len("print "):])
                     await ws.send_message("printed")
                 else:
                     await ws.send_message(message)
@@ -120,25 +123,52 @@ async def run_worker(worker_id: int, host: str, port: int, grace: float) -> None
             server = WebSocketServer(handler, [listener], handler_nursery=handlers)
             async with trio.open_nursery() as accepting:
                 await accepting.start(server.run)
-                print(f"READY {worker_id} {os.getpid()}", flush=True)
-                async with trio.open_nursery() as waiting:
-
-                    async def on_signal() -> None:
-                        async for _ in signals:
-                            break
-                        waiting.cancel_scope.cancel()
-
-                    async def on_supervisor_gone() -> None:
-                        await _supervisor_gone()
-                        waiting.cancel_scope.cancel()
-
-                    waiting.start_soon(on_signal)
-                    waiting.start_soon(on_supervisor_gone)
+                # A supervisor that died before this line has nobody to serve
+                # for: drain at once.
+                if _say(f"READY {worker_id} {os.getpid()}"):
+                    await _until_told_to_stop(signals)
                 accepting.cancel_scope.cancel()  # closes the listening socket
             draining = True
             handlers.cancel_scope.deadline = trio.current_time() + grace
             for ws in list(connections):
                 handlers.start_soon(ws.aclose, 1001, "server shutting down")
+
+
+def _say(line: str) -> bool:
+    """Print ``line`` for the supervisor to pass on; False if the supervisor is gone.
+
+    Our output is a pipe to the supervisor, and once it has died writing there
+    fails with BrokenPipeError. A worker then goes on (draining, as it soon
+    will) instead of crashing: its output goes to os.devnull, so that what it
+    prints from then on, and the flush at exit, write nothing and fail no more.
+    """
+    try:
+        print(line, flush=True)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+        return False
+    return True
+
+
+async def _until_told_to_stop(signals: AsyncIterator[int]) -> None:
+    """Return on the first stop signal, or once the supervisor is gone."""
+    async with trio.open_nursery() as waiting:
+
+        async def on_signal() -> None:
+            async for _ in signals:
+                break
+            waiting.cancel_scope.cancel()
+
+        async def on_supervisor_gone() -> None:
+            await _supervisor_gone()
+            waiting.cancel_scope.cancel()
+
+        waiting.start_soon(on_signal)
+        waiting.start_soon(on_supervisor_gone)
 
 
 async def _supervisor_gone() -> None:

@@ -117,3 +117,92 @@ async def test_a_client_that_never_reads_again_is_closed_and_its_handler_ends(
                 for n in range(sent, sent + 5):
                     await hub.broker.publish(f"{n:05} after")
                     assert await fast.get_message() == f"{n:05} after"
+
+
+async def test_clients_that_leave_while_broadcasts_flow_leave_the_hub_serving() -> None:
+    broadcast = example()
+    broker = broadcast.MemoryBroker()
+    hub = broadcast.Hub(broker)
+    published = 0
+
+    async def publish_without_pause() -> None:
+        nonlocal published
+        while True:
+            await broker.publish(f"{published:06}")
+            published += 1
+            # A publish with no subscriber left (the relay gone) awaits
+            # nothing: this keeps the loop cancellable all the same.
+            await trio.lowlevel.checkpoint()
+
+    # The hub, its server and the publisher run in this nursery, not the
+    # fixture's: whatever escapes any of them fails this test, as itself.
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.relay)
+            server = await nursery.start(serve_websocket, hub.handler, "127.0.0.1", 0, None)
+            url = f"ws://127.0.0.1:{server.port}/"
+            async with trio.open_nursery() as publishing:
+                publishing.start_soon(publish_without_pause)
+                # Each client leaves while its sender is busy sending it more:
+                # the connection closes under the sender, which then closes its
+                # queue before the handler has taken the client out of the hub.
+                for _ in range(100):
+                    async with open_websocket_url(url) as leaving:
+                        for _ in range(3):
+                            try:
+                                await leaving.get_message()
+                            except ConnectionClosed as closed:  # fell behind the publisher
+                                assert closed.reason.code == 1013
+                                break
+                publishing.cancel_scope.cancel()
+            assert published > 0
+            # The hub still delivers: a new client gets what is published next.
+            async with open_websocket_url(url) as staying:
+                await trio.testing.wait_all_tasks_blocked()  # it has joined the hub
+                # Every client that left is out of the hub; only this one is in.
+                assert hub.clients == 1
+                for n in range(5):
+                    await broker.publish(f"after {n}")
+                    assert await staying.get_message() == f"after {n}"
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_publish_skips_a_subscriber_that_leaves_while_it_waits() -> None:
+    broadcast = example()
+    broker = broadcast.MemoryBroker()
+    received: list[str] = []
+    count = 300  # more than a subscriber's channel holds
+    published = 0
+
+    async def stalled(*, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        # A subscriber that stops reading, as a relay that is shutting down.
+        with trio.CancelScope() as scope:
+            async with broker.subscribe():
+                task_status.started(scope)
+                await trio.sleep_forever()
+
+    async def reading(*, task_status: trio.TaskStatus[None]) -> None:
+        async with broker.subscribe() as messages:
+            task_status.started()
+            async for message in messages:
+                received.append(message)
+
+    async def publish_all() -> None:
+        nonlocal published
+        for n in range(count):
+            await broker.publish(f"{n:03}")
+            published += 1
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            leave = await nursery.start(stalled)
+            await nursery.start(reading)
+            async with trio.open_nursery() as publishing:
+                publishing.start_soon(publish_all)
+                await trio.testing.wait_all_tasks_blocked()
+                assert published < count  # waiting for room the stalled subscriber never makes
+                leave.cancel()  # it unsubscribes while the publish waits
+            # The publish carried on without it: the other subscriber got every message.
+            await trio.testing.wait_all_tasks_blocked()
+            assert received == [f"{n:03}" for n in range(count)]
+            nursery.cancel_scope.cancel()

@@ -213,3 +213,74 @@ async def test_a_worker_that_prints_a_lot_goes_on_serving(nursery: trio.Nursery)
             await running.output_ended.wait()
     # The supervisor passed the worker's lines on, whole.
     assert running.output.split(b"\n")[1:] == [text.encode()] * 3 + [b""]
+
+
+def worker_command(port: int) -> list[str]:
+    """A worker of the example's, started by hand instead of by a supervisor."""
+    return [sys.executable, str(EXAMPLE), "--worker", "0", "--host", "127.0.0.1",
+            "--port", str(port), "--grace", "5"]
+
+
+async def test_a_worker_whose_supervisor_died_before_it_was_ready_exits_quietly(
+        tmp_path: Path) -> None:
+    # What a worker finds when its supervisor was killed while it started: the
+    # end of its input, and an output pipe that nobody reads any more.
+    stdin_read, stdin_write = os.pipe()
+    stdout_read, stdout_write = os.pipe()
+    os.close(stdin_write)
+    os.close(stdout_read)
+    try:
+        with (tmp_path / "stderr").open("wb") as stderr, trio.fail_after(TIMEOUT):
+            result = await trio.run_process(worker_command(0), stdin=stdin_read,
+                                            stdout=stdout_write, stderr=stderr, check=False)
+    finally:
+        os.close(stdin_read)
+        os.close(stdout_write)
+    # It drains and exits like any worker whose supervisor is gone, with no traceback.
+    assert ((tmp_path / "stderr").read_text(), result.returncode) == ("", 0)
+
+
+async def test_a_worker_goes_on_serving_when_its_output_breaks(tmp_path: Path) -> None:
+    # The port, held as the supervisor holds it, so that the test knows it.
+    placeholder = socket.socket()
+    placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    placeholder.setsockopt(socket.SOL_SOCKET, getattr(
+        socket, "SO_REUSEPORT_LB", None) or socket.SO_REUSEPORT, 1)
+    with placeholder, (tmp_path / "stderr").open("wb") as stderr:
+        placeholder.bind(("127.0.0.1", 0))
+        process = await trio.lowlevel.open_process(
+            worker_command(placeholder.getsockname()[1]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            with trio.fail_after(TIMEOUT):
+                output = b""
+                while b"\n" not in output:
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, "the worker exited before it was ready"
+                    output += chunk
+                assert output.startswith(b"READY 0 ")
+                # Nobody reads its output any more; its input stays open.
+                await process.stdout.aclose()
+                url = f"ws://127.0.0.1:{placeholder.getsockname()[1]}/"
+                async with open_websocket_url(url) as ws:
+                    # What it prints goes nowhere, and it carries on.
+                    for message in ("print lost", "print lost again"):
+                        await ws.send_message(message)
+                        assert await ws.get_message() == "printed"
+                    await ws.send_message("echo")
+                    assert await ws.get_message() == "echo"
+                    # The end of its input still tells it to drain.
+                    await process.stdin.aclose()
+                    with pytest.raises(ConnectionClosed) as caught:
+                        await ws.get_message()
+                    assert caught.value.reason == CloseReason(1001, "server shutting down")
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+                await process.stdin.aclose()
+                await process.stdout.aclose()
+    assert (tmp_path / "stderr").read_text() == ""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -139,5 +140,10 @@ def main(name: str, argv: list[str]) -> None:
                           "-timeout": TIMEOUT.get(name, DEFAULTS["-timeout"])}.items():
         if not any(arg.startswith(option + "=") for arg in options):
             args.append(f"{option}={value}")
+    # libFuzzer's fork mode (-fork=N, from run.py --jobs) starts its workers by
+    # handing argv[0] and the options to the shell: a target file run with -m is
+    # neither executable nor importable that way, so argv[0] becomes the command
+    # that runs it as this process was run (from the repository root).
+    args[0] = shlex.join([sys.executable, "-m", f"tests.fuzz.fuzz_{name}"])
     atheris.Setup(args, target)
     atheris.Fuzz()

@@ -37,6 +37,8 @@ def fuzz_target(name: str, seconds: int, out: Path, jobs: int) -> bool:
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     runs = re.findall(r"stat::number_of_executed_units: (\d+)", result.stderr)
+    if not runs:  # fork mode prints no final stats: its last progress line has the count
+        runs = re.findall(r"^#(\d+): ", result.stderr, re.MULTILINE)[-1:]
     coverage = re.findall(r"cov: (\d+)", result.stderr)
     crashes = sorted((set(folder.glob("crash-*")) | set(folder.glob("timeout-*"))
                       | set(folder.glob("oom-*"))) - before)

@@ -50,3 +50,17 @@ def test_bounded_fuzzing_finds_no_crash(name: str, tmp_path: Path) -> None:
         f"{result.stderr[-4000:]}")
     executed = re.search(r"stat::number_of_executed_units: (\d+)", result.stderr)
     assert executed is not None and int(executed.group(1)) > 1000, result.stderr[-2000:]
+
+
+def test_the_long_run_fuzzes_in_parallel_workers(tmp_path: Path) -> None:
+    # hatch run fuzz --jobs N: libFuzzer's fork mode starts each worker from
+    # argv[0], which must be a command the shell can run.
+    result = subprocess.run(
+        [sys.executable, "tests/fuzz/run.py", "--seconds", "1", "--jobs", "2",
+         "--only", "handshake", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "fuzzing found nothing" in result.stdout
+    if have_atheris():
+        executions = re.search(r"(\d+) executions", result.stdout)
+        assert executions is not None and int(executions.group(1)) > 0, result.stdout

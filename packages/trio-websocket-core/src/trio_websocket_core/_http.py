@@ -79,8 +79,7 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
     :raises HeadTooLarge: if the head exceeds :data:`MAX_HEAD_SIZE` or :data:`MAX_HEADERS`.
     """
     buffer = bytearray()
-    started = False  # seen the first byte of the start line
-    skipped = 0  # empty lines before it
+    skipped = 0  # empty lines before the start line
     while True:
         try:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -88,23 +87,19 @@ async def receive_http_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
             raise HandshakeError(f"connection lost during the opening handshake: {exc!r}") from exc
         if not data:
             raise HandshakeError("connection closed during the opening handshake")
-        search_from = max(0, len(buffer) - 3)
-        buffer += data
-        if not started:
+        if not buffer:
             # RFC 9112 2.2: empty lines before a request line are ignored. They
             # count towards the head's bound.
-            empty = len(buffer) - len(buffer.lstrip(b"\r\n"))
-            del buffer[:empty]
-            skipped += empty
+            start = data.lstrip(b"\r\n")
+            skipped += len(data) - len(start)
             if skipped > MAX_HEAD_SIZE:
                 raise HeadTooLarge(f"HTTP head longer than {MAX_HEAD_SIZE} bytes")
-            if not buffer:
-                continue
-            if not buffer[:1].isalpha():
-                raise NotHTTP(f"not HTTP: the peer's first bytes are {bytes(buffer[:8])!r}"
+            if start[:1] and not start[:1].isalpha():
+                raise NotHTTP(f"not HTTP: the peer's first bytes are {bytes(start[:8])!r}"
                               " (TLS to a plain port, or the other way round?)")
-            started = True
-            search_from = 0
+            data = start
+        search_from = max(0, len(buffer) - 3)
+        buffer += data
         end = buffer.find(b"\r\n\r\n", search_from)
         if end >= 0:
             end += 4

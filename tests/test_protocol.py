@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import struct
 
 import pytest
 
 from trio_websocket_core import _buffers, _mask
-from trio_websocket_core._mask import mask
+from trio_websocket_core._mask import mask_python
 from trio_websocket_core._protocol import (
     CLOSE,
     FAIL,
@@ -20,19 +21,34 @@ from trio_websocket_core._protocol import (
     FrameProtocol,
 )
 
-# Both ways of masking long payloads: NumPy (the speedups extra) and pure Python.
-MASKERS = {"python": _mask.mask_in_place_python, "numpy": _mask.mask_in_place_numpy}
+# Every way of masking this install has: pure Python always, and the C
+# accelerator when the core was built with a compiler (test_mask_selection
+# checks that it is then the one in use).
+MASKERS = {"python": (_mask.mask_python, _mask.mask_in_place_python, _mask.xor_python)}
+if _mask.ACCELERATED:
+    from trio_websocket_core import _speedups
 
-
-XORS = {"python": _mask.xor_python, "numpy": _mask.xor_numpy}
+    MASKERS["c"] = (_speedups.mask, _speedups.mask_in_place, _speedups.xor)
 
 
 @pytest.fixture(params=list(MASKERS))
 def masker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with each masking implementation in turn."""
-    monkeypatch.setattr(_mask, "mask_in_place", MASKERS[request.param])
-    monkeypatch.setattr(_mask, "xor", XORS[request.param])
+    for name, function in zip(("mask", "mask_in_place", "xor"), MASKERS[request.param],
+                              strict=True):
+        monkeypatch.setattr(_mask, name, function)
     return str(request.param)
+
+
+def test_mask_selection_prefers_the_accelerator() -> None:
+    try:
+        importlib.import_module("trio_websocket_core._speedups")
+    except ImportError:
+        assert not _mask.ACCELERATED
+        assert _mask.mask_in_place is _mask.mask_in_place_python
+    else:
+        assert _mask.ACCELERATED
+        assert (_mask.mask, _mask.mask_in_place, _mask.xor) == MASKERS["c"]
 
 
 def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0,
@@ -47,7 +63,7 @@ def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0,
         head += bytes([bit | 126]) + struct.pack("!H", n)
     else:
         head += bytes([bit | 127]) + struct.pack("!Q", n)
-    return head + key + mask(payload, key) if key else head + payload
+    return head + key + mask_python(payload, key) if key else head + payload
 
 
 def feed(protocol: FrameProtocol, data: bytes, step: int | None = None) -> list[Event]:
@@ -66,20 +82,44 @@ def all_events(protocol: FrameProtocol) -> list[Event]:
     return events
 
 
-@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 1023, 1024, 1025, 4099, 70001])
-def test_mask_is_xor_with_the_repeating_key(size: int) -> None:
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 4099, 70001])
+def test_mask_is_xor_with_the_repeating_key(masker: str, size: int) -> None:
     data, key = os.urandom(size), os.urandom(4)
     expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
-    assert mask(data, key) == expected
-    assert mask(bytearray(data), bytearray(key)) == expected
-    assert mask(expected, key) == data
+    assert _mask.mask(data, key) == expected
+    assert _mask.mask(bytearray(data), bytearray(key)) == expected
+    assert _mask.mask(memoryview(data), key) == expected
+    assert _mask.mask(expected, key) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 17, 600])
+def test_xor_is_byte_for_byte(masker: str, size: int) -> None:
+    data, keys = os.urandom(size), os.urandom(size)
+    assert bytes(_mask.xor(bytearray(data), bytearray(keys))) == bytes(
+        a ^ b for a, b in zip(data, keys, strict=True))
+
+
+def test_accelerator_refuses_what_python_would_not_mask() -> None:
+    for name, (mask_, in_place, xor) in MASKERS.items():
+        if name == "python":
+            continue
+        with pytest.raises(ValueError):
+            mask_(b"abc", b"12345")
+        with pytest.raises(IndexError):
+            in_place(bytearray(8), 4, 9, b"1234")
+        with pytest.raises(IndexError):
+            in_place(bytearray(8), 5, 4, b"1234")
+        with pytest.raises(BufferError):
+            in_place(b"read-only", 0, 4, b"1234")
+        with pytest.raises(ValueError):
+            xor(bytearray(3), bytearray(4))
 
 
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 15, 16, 17, 511, 512, 4097, 65539])
 @pytest.mark.parametrize("start", [0, 1, 6, 8])
 def test_in_place_masking_touches_exactly_its_range(masker: str, size: int, start: int) -> None:
     data, key = bytearray(os.urandom(start + size + 5)), os.urandom(4)
-    expected = data[:start] + mask(data[start:start + size], key) + data[start + size:]
+    expected = data[:start] + mask_python(data[start:start + size], key) + data[start + size:]
     _mask.mask_in_place(data, start, start + size, key)
     assert data == expected
 

@@ -41,17 +41,24 @@ _WIRE_CODES = frozenset(WIRE_CLOSE_CODES)
 SLACK = 256 * 1024
 
 
-MASKERS = {
-    "python": (_mask.mask_in_place_python, _mask.xor_python),
-    "numpy": (_mask.mask_in_place_numpy, _mask.xor_numpy),
-}
+MASKERS = {"python": (_mask.mask_python, _mask.mask_in_place_python, _mask.xor_python)}
+if _mask.ACCELERATED:
+    from trio_websocket_core import _speedups
+
+    MASKERS["c"] = (_speedups.mask, _speedups.mask_in_place, _speedups.xor)
 
 
 @contextlib.contextmanager
 def use_masker(name: str) -> Iterator[None]:
-    """Unmask with one implementation: NumPy (the speedups extra) or pure Python."""
-    in_place, xor = MASKERS[name]
-    with mock.patch.object(_mask, "mask_in_place", in_place), mock.patch.object(_mask, "xor", xor):
+    """Unmask with one implementation: the C accelerator, or pure Python.
+
+    Without the accelerator (a core built with no C compiler) both names mean
+    pure Python.
+    """
+    mask, in_place, xor = MASKERS.get(name, MASKERS["python"])
+    with mock.patch.object(_mask, "mask", mask), \
+            mock.patch.object(_mask, "mask_in_place", in_place), \
+            mock.patch.object(_mask, "xor", xor):
         yield
 
 

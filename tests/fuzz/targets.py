@@ -90,7 +90,7 @@ def frames(data: bytes) -> None:
     limit = LIMITS[(config >> 3) & 3]
     protocol = FrameProtocol(client, Deflate(client, **agreed) if agreed is not None else None,
                              limit)
-    with use_masker("numpy" if config & 0x20 else "python"):
+    with use_masker("c" if config & 0x20 else "python"):
         reads = _reads(stream, cut_seed, bytearray if config & 0x40 else bytes)
         events = feed(protocol, reads)
         check_events(events, limit, protocol)

@@ -1,10 +1,11 @@
 """Masking (RFC 6455 section 5.3): XOR with a repeating 4-byte key.
 
 Every byte a client sends and a server receives goes through here, so large
-messages live or die by it. Pure Python tops out near 1 GB/s (four
-translate-table passes); with NumPy installed (the ``speedups`` extra) one
-vectorised XOR over 8-byte words runs at memory speed. Both are always
-defined so the tests can hold them to the same answers.
+messages live or die by it. Wheels built where a C compiler works carry
+``_speedups`` (see the core's ``hatch_build.py``), which masks at memory speed;
+without it the pure-Python functions below run, near 1 GB/s for long payloads
+(four translate-table passes). Both are always defined when built, so the
+tests hold them to the same answers.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-__all__ = ["SMALL", "mask", "mask_in_place", "mask_in_place_numpy", "mask_in_place_python",
-           "new_key", "xor", "xor_numpy", "xor_python"]
+__all__ = ["ACCELERATED", "SMALL", "mask", "mask_in_place", "mask_in_place_python",
+           "mask_python", "new_key", "xor", "xor_python"]
 
-#: Below this many bytes one big-integer XOR beats any in-place pass.
+#: Below this many bytes a payload is masked into a new object, above it in place.
 SMALL = 512
 
 _XOR_TABLES = [bytes(byte ^ key for byte in range(256)) for key in range(256)]
@@ -47,8 +48,8 @@ def _forget_keys() -> None:
 os.register_at_fork(after_in_child=_forget_keys)
 
 
-def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:
-    """Return ``data`` XORed with ``key``; meant for payloads under :data:`SMALL`."""
+def mask_python(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:
+    """Return ``data`` XORed with ``key``, in one big-integer XOR (best under :data:`SMALL`)."""
     size = len(data)
     if not size:
         return b""
@@ -64,40 +65,22 @@ def mask_in_place_python(buffer: bytearray, start: int, end: int,
         buffer[start + i:end:4] = buffer[start + i:end:4].translate(_XOR_TABLES[key[i]])
 
 
-def mask_in_place_numpy(buffer: bytearray, start: int, end: int,
-                        key: bytes | bytearray) -> None:
-    """XOR ``buffer[start:end]`` with ``key`` in place, 8 bytes at a time.
-
-    Fastest when ``start`` is a multiple of 8 (NumPy copies unaligned words).
-    """
-    words = (end - start) >> 3
-    if words:
-        key8 = bytes(key) * 2
-        view = _numpy.frombuffer(buffer, _numpy.uint64, words, start)
-        _numpy.bitwise_xor(view, _numpy.frombuffer(key8, _numpy.uint64)[0], out=view)
-    tail = start + (words << 3)
-    if tail < end:  # the last 0-7 bytes; the key repeats every 4 bytes
-        buffer[tail:end] = mask(buffer[tail:end], key)
-
-
 def xor_python(data: bytearray, keys: bytearray) -> bytes | bytearray:
     """``data`` XOR ``keys``, byte for byte (same length): a run of small frames at once."""
     return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(
         len(data), "little")
 
 
-def xor_numpy(data: bytearray, keys: bytearray) -> bytes | bytearray:
-    """Like :func:`xor_python`, in place in ``data``."""
-    view = _numpy.frombuffer(data, _numpy.uint8)
-    _numpy.bitwise_xor(view, _numpy.frombuffer(keys, _numpy.uint8), out=view)
-    return data
-
-
+mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
 mask_in_place: Callable[[bytearray, int, int, bytes | bytearray], None]
 xor: Callable[[bytearray, bytearray], bytes | bytearray]
+#: Whether the compiled accelerator is in use.
+ACCELERATED: bool
 try:
-    import numpy as _numpy
-except ImportError:  # the slim install: pure Python
-    mask_in_place, xor = mask_in_place_python, xor_python
+    from . import _speedups
+except ImportError:  # built without a C compiler: pure Python
+    ACCELERATED = False
+    mask, mask_in_place, xor = mask_python, mask_in_place_python, xor_python
 else:
-    mask_in_place, xor = mask_in_place_numpy, xor_numpy
+    ACCELERATED = True
+    mask, mask_in_place, xor = _speedups.mask, _speedups.mask_in_place, _speedups.xor

@@ -20,7 +20,7 @@ from wsproto.connection import ConnectionState
 from . import _buffers, _mask
 from ._close_reason import is_wire_close_code
 from ._deflate import Deflate, InflateError
-from ._mask import SMALL, mask, new_key
+from ._mask import SMALL, new_key
 
 __all__ = [
     "CLOSE",
@@ -315,7 +315,7 @@ class FrameProtocol:
             payload: Frame
             if masked:
                 if length < SMALL:
-                    payload = mask(data[start:pos], data[start - 4:start])
+                    payload = _mask.mask(data[start:pos], data[start - 4:start])
                 elif length < _DIRECT:
                     payload = bytearray(memoryview(data)[start:pos])
                     _mask.mask_in_place(payload, 0, length, data[start - 4:start])
@@ -541,7 +541,7 @@ class FrameProtocol:
                 return header + payload
             key = new_key()
             if length < SMALL:
-                return header + key + mask(payload, key)
+                return header + key + _mask.mask(payload, key)
             frame = bytearray(header)
             frame += key
             frame += payload

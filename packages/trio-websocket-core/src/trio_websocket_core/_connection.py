@@ -23,14 +23,18 @@ budget (``_budget``), which bounds how long any task runs them in a row.
 TCP on POSIX, plain or with TLS made by us (``_tls.TLSStream``, which the
 connection encrypts and decrypts through): reads and writes use the
 socket's descriptor directly (``os.read``/``os.write``) and go through trio
-only to wait, and a task
-waiting in ``get_message()`` may read the socket itself while the reader
-task stands aside ("lends" the socket), so a request and its answer cost one
-pass of trio's scheduler instead of two. Only reading and plain messages move
-to the getter; anything that needs an answer or a decision (pings, close
+only to wait. Every other stream, and every platform but POSIX, takes the
+stream's own methods.
+
+On TCP, a task waiting in ``get_message()`` may read the socket itself
+while the reader task stands aside ("lends" the socket), so a request and
+its answer cost one pass of trio's scheduler instead of two: through the
+descriptor where the connection has it, else through a plain
+``trio.SocketStream``'s ``receive_some`` (Windows, or the generic path),
+which takes nothing if cancelled. Only reading and plain messages move to
+the getter; anything that needs an answer or a decision (pings, close
 frames, errors, a full queue) is left, in order, to the reader task, which
-takes the socket back whenever no getter is reading. Every other stream,
-and every platform but POSIX, takes the stream's own methods.
+takes the socket back whenever no getter is reading.
 """
 
 from __future__ import annotations
@@ -130,6 +134,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                  "_owed_pongs", "_path",
                  "_pings", "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
                  "_reader_parked", "_reader_scope", "_remote", "_room", "_sock", "_stream",
+                 "_lent_sock",
                  "_subprotocol", "_tls", "_writer_parked", "_writer_scope")
 
     def __init__(
@@ -183,8 +188,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         elif (RAW_SOCKET_IO and type(stream) is TLSStream
               and type(stream.transport_stream) is trio.SocketStream):
             self._sock, self._tls = stream.socket, stream
+        # The socket a waiting getter may read in the reader's stead: the raw
+        # one, or a plain SocketStream's on the generic path (which the getter
+        # reads through receive_some; a cancelled receive_some took nothing).
+        self._lent_sock: trio.socket.SocketType | None = self._sock
+        if self._sock is None and self._tls is None and type(stream) is trio.SocketStream:
+            self._lent_sock = stream.socket
         self._reader_scope = trio.CancelScope()
-        # Lending the socket to getters (raw descriptors only; see the module docstring).
+        # Lending the socket to getters (see the module docstring).
         self._reader_lent = False  # the reader stands aside: it will not touch the socket
         self._reader_parked: trio.lowlevel.Task | None = None  # it sleeps until woken
         self._getter_reading = False  # a getter is reading the socket now
@@ -305,7 +316,6 @@ class WebSocketConnection(trio.abc.AsyncResource):
         the rest is then the reader's, and the caller waits in the inbox.
         """
         sock = self._sock
-        assert sock is not None, "only raw descriptors are lent"
         protocol = self._protocol
         inbox = self._inbox
         mine: Any = _NO_MESSAGE
@@ -316,6 +326,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     await trio.lowlevel.checkpoint()
                 elif self._tls is not None and self._tls.ended:
                     break  # close_notify came: the reader ends the connection
+                elif sock is None:  # a SocketStream on the generic path
+                    try:
+                        data = await self._stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break  # lost, or woken by aclose(): the reader decides
+                    if not data:
+                        break  # the reader sees the peer's EOF too
+                    protocol.receive_data(data)
                 else:
                     fd = sock.fileno()
                     if fd < 0:
@@ -461,7 +479,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._start_close(code, reason)
             except ConnectionClosed:
                 pass  # the transport broke; the connection is already aborted
-            sock = self._sock
+            sock = self._lent_sock
             if self._getter_reading and not self._flushing and sock is not None \
                     and sock.fileno() >= 0:
                 # Wake the getter reading the socket (it then sees the inbox
@@ -703,6 +721,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         protocol = self._protocol
         sock = self._sock
         tls = self._tls
+        lend = self._lent_sock is not None
         drained = True  # nothing read yet: wait for the first bytes
         data: bytes | bytearray | None
         if tls is not None:
@@ -763,6 +782,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 if not drained:
                     await trio.lowlevel.checkpoint()  # others run; cancellation gets in
             else:
+                if lend and drained and (self._getter_reading or self._inbox.handed()):
+                    await self._stand_aside()  # as above, for receive_some
+                    continue
                 try:
                     data = await stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

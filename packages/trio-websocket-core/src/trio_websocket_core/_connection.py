@@ -129,13 +129,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     # Slots: thousands of idle connections are a normal load for a server.
     __slots__ = ("_backlog", "_broken", "_closed", "_flushing", "_getter_reading",
-                 "_handshake_headers", "_inbox", "_local", "_max_message_size", "_nursery",
-                 "_outgoing", "_outgoing_size", "_outgoing_skip", "_outgoing_tail",
-                 "_owed_pongs", "_path",
-                 "_pings", "_protocol", "_reader_done", "_reader_finished", "_reader_lent",
-                 "_reader_parked", "_reader_scope", "_remote", "_room", "_sock", "_stream",
-                 "_lent_sock",
-                 "_subprotocol", "_tls", "_writer_parked", "_writer_scope")
+                 "_handshake_headers", "_inbox", "_lent_sock", "_local", "_max_message_size",
+                 "_nursery", "_outgoing", "_outgoing_size", "_outgoing_skip", "_outgoing_tail",
+                 "_owed_pongs", "_path", "_pings", "_protocol", "_reader_done",
+                 "_reader_finished", "_reader_lent", "_reader_parked", "_reader_scope", "_remote",
+                 "_room", "_sock", "_stream", "_subprotocol", "_tls", "_writer_parked",
+                 "_writer_scope")
 
     def __init__(
         self,

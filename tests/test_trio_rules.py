@@ -13,6 +13,7 @@ lock-step streams (writes that wait for the peer) and real loopback sockets
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -47,6 +48,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 from trio_websocket_core._budget import BUDGET
+from trio_websocket_core._connection import RAW_SOCKET_IO
 
 from .conftest import HOST, TCP_HOLDS_AT_MOST, Flood, RawPeer, client_and_raw_server
 
@@ -262,6 +264,50 @@ async def test_a_send_cancelled_while_it_waits_for_room_does_nothing(
         assert ws.closed is None
         await peer.send(TextMessage("and back"))
         assert await ws.get_message() == "and back"
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "deflate"])
+async def test_a_send_cancelled_while_the_kernel_is_full_and_nothing_is_queued(
+    nursery: trio.Nursery, compress: bool
+) -> None:
+    # Junk written under the connection fills the kernel's buffers while our
+    # queue is empty. A send then either waits for the socket itself (the
+    # generic path writes a plain SocketStream from the sending task) or
+    # queues its frame and returns (raw descriptors): cancelled, it must have
+    # done nothing; returned, its message must arrive. The peer skips the junk.
+    ours, theirs = await stream_pair("tcp")
+    assert isinstance(ours, trio.SocketStream)
+    peer = RawPeer(theirs, ConnectionType.CLIENT)
+    await peer.send(Request(host="localhost", target="/",
+                            extensions=[WsprotoDeflate()] if compress else []))
+    ws = await (await wrap_server_stream(nursery, ours)).accept()
+    assert isinstance(await peer.next_event(), AcceptConnection)
+    junk = 0
+    filler = socket.socket(fileno=os.dup(ours.socket.fileno()))
+    filler.setblocking(False)
+    with filler:
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(100_000):  # bounded: loopback holds a few MiB at most
+                junk += filler.send(b"\0" * 65536)
+    with trio.fail_after(LIMIT):
+        with trio.CancelScope() as scope:
+            nursery.start_soon(_cancel_when_blocked, scope)
+            await ws.send_message("sent or not at all")
+        # Which of the two happens is the path's: only the generic one waits.
+        assert scope.cancelled_caught is not RAW_SOCKET_IO
+        assert ws.closed is None
+        await ws.send_message("after")
+        while junk:  # the peer reads again: first the junk, then the frames
+            data = await theirs.receive_some(min(junk, 65536))
+            assert data == b"\0" * len(data)
+            junk -= len(data)
+        if not scope.cancelled_caught:
+            assert await peer.next_event() == TextMessage("sent or not at all")
+        assert await peer.next_event() == TextMessage("after")
+        assert ws.closed is None
+        await peer.send(TextMessage("and back"))
+        assert await ws.get_message() == "and back"
+    await theirs.aclose()
 
 
 async def _cancel_when_blocked(scope: trio.CancelScope) -> None:

@@ -129,12 +129,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     # Slots: thousands of idle connections are a normal load for a server.
     __slots__ = ("_backlog", "_broken", "_closed", "_flushing", "_getter_reading",
-                 "_handshake_headers", "_inbox", "_lent_sock", "_local", "_max_message_size",
-                 "_nursery", "_outgoing", "_outgoing_size", "_outgoing_skip", "_outgoing_tail",
-                 "_owed_pongs", "_path", "_pings", "_protocol", "_reader_done",
+                 "_handshake_headers", "_inbox", "_inline_task", "_lent_sock", "_local",
+                 "_max_message_size", "_nursery", "_outgoing", "_outgoing_size", "_outgoing_skip",
+                 "_outgoing_tail", "_owed_pongs", "_path", "_pings", "_protocol", "_reader_done",
                  "_reader_finished", "_reader_lent", "_reader_parked", "_reader_scope", "_remote",
-                 "_room", "_sock", "_stream", "_subprotocol", "_tls", "_writer_parked",
-                 "_writer_scope")
+                 "_room", "_sending_inline", "_sock", "_stream", "_subprotocol", "_tls",
+                 "_writer_parked", "_writer_scope")
 
     def __init__(
         self,
@@ -174,6 +174,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._writer_scope: trio.CancelScope | None = None  # the writer task's, once started
         self._writer_parked: trio.lowlevel.Task | None = None  # it sleeps until frames come
         self._flushing = False  # the writer task is in the stream's send_all
+        self._sending_inline = False  # a sender writes a plain SocketStream (_send_inline)
+        # The task whose last call here was a send it wrote itself.
+        self._inline_task: trio.lowlevel.Task | None = None
         self._room: trio.lowlevel.ParkingLot | None = None  # tasks waiting for the queue
         # Payloads of pings not answered yet, oldest first (None: none owed).
         self._owed_pongs: list[bytes] | None = None
@@ -285,6 +288,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             message is left.
         """
         await spend(1)
+        if self._inline_task is not None and self._inline_task is trio.lowlevel.current_task():
+            self._inline_task = None  # it alternates: its next send may write itself
         inbox = self._inbox
         try:
             try:
@@ -404,6 +409,22 @@ class WebSocketConnection(trio.abc.AsyncResource):
         frame = protocol.message(message)
         if frame[0] & 0x40:  # RSV1: it was compressed, which costs far more a byte
             charge(len(message) >> _COMPRESS_SHIFT)
+        elif self._outgoing_size == 0 and not self._sending_inline \
+                and self._sock is None and self._lent_sock is not None \
+                and not self._inbox.queued():
+            # A plain SocketStream on the generic path with nothing queued
+            # either way: a task that alternates sending and getting (a request
+            # and its answer) writes itself, sparing the writer task's switch.
+            # One that sends again without getting in between streams, as
+            # does a peer whose messages queue up, and the writer task batches
+            # those frames. An uncompressed frame moved no state
+            # the peer depends on, so one dropped when the send is cancelled
+            # means the send did nothing.
+            task = trio.lowlevel.current_task()
+            if self._inline_task is not task:
+                self._inline_task = task
+                await self._send_inline(frame)
+                return
         self._send(frame)
 
     # -- pings --------------------------------------------------------------
@@ -479,8 +500,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             except ConnectionClosed:
                 pass  # the transport broke; the connection is already aborted
             sock = self._lent_sock
-            if self._getter_reading and not self._flushing and sock is not None \
-                    and sock.fileno() >= 0:
+            if self._getter_reading and not self._flushing and not self._sending_inline \
+                    and sock is not None and sock.fileno() >= 0:
                 # Wake the getter reading the socket (it then sees the inbox
                 # closed) so the reader takes the socket back for the closing
                 # handshake. Never while the writer task waits for the socket:
@@ -541,6 +562,39 @@ class WebSocketConnection(trio.abc.AsyncResource):
             frame = records
         self._put(frame)
 
+    async def _send_inline(self, frame: Frame) -> None:
+        """Write ``frame`` on a plain SocketStream from the sending task.
+
+        trio's ``socket.send`` either raises having sent nothing (cancelled
+        before the kernel took a byte) or returns how much the kernel took;
+        the rest goes first in the queue, for the writer task. Frames queued
+        meanwhile wait behind it, and the writer task starts only once it is
+        out of the way, so frames keep their order and one task at a time
+        waits to write.
+        """
+        sock = self._lent_sock
+        assert sock is not None
+        size = len(frame)
+        sent = 0
+        self._sending_inline = True
+        try:
+            sent = await sock.send(frame)
+        except (OSError, trio.ClosedResourceError) as exc:
+            self._abort()  # reset, or closed by the connection's end
+            raise self._closed_error() from exc
+        finally:
+            self._sending_inline = False
+            if 0 < sent < size:
+                self._outgoing.insert(0, frame)  # the rest goes first
+                self._outgoing_skip = sent
+                self._outgoing_size += size - sent
+                if len(self._outgoing) == 1:
+                    self._outgoing_tail = None  # not a merge target
+            else:
+                FrameProtocol.release(frame)  # all sent, or none (cancelled)
+            if self._outgoing and not self._broken:
+                self._wake_writer()
+
     def _put(self, frame: Frame) -> None:
         """Write bytes (encrypted, on TLS) now if the kernel takes them, else queue them."""
         size = len(frame)
@@ -581,6 +635,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         else:
             self._outgoing.append(frame)
             self._outgoing_tail = None  # small frames after it queue behind it
+        if not self._sending_inline:  # else it wakes the writer once it is done
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """The writer task looks at the queue: woken if it sleeps, started if none runs."""
         writer = self._writer_parked
         if writer is not None:
             self._writer_parked = None

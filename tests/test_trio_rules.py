@@ -5,9 +5,10 @@ lock-step streams (writes that wait for the peer) and real loopback sockets
 - every public async call raises a cancellation that is already pending;
 - a cancelled call did nothing: nothing reaches the peer, the connection still
   works, the compressor is untouched (checked by wsproto as an independent
-  peer, with and without compression); sends never wait for the transport,
-  only for room in the write buffer, so even a cancelled send that waited
-  never aborts the connection;
+  peer, with and without compression); sends wait for room in the write buffer,
+  or (a plain SocketStream on the generic path) for the kernel before any
+  byte went out, so even a cancelled send that waited never aborts the
+  connection;
 - a tight loop of calls lets other tasks run within the cooperative budget.
 """
 

@@ -7,7 +7,10 @@ the transport did not take at once.
 
 Writing: a frame is built (and compressed) and handed on without waiting, so
 no send is ever half done. On plain TCP on POSIX it goes straight to the
-kernel when nothing is queued ahead of it; anything else joins the
+kernel when nothing is queued ahead of it; on a plain SocketStream
+elsewhere, a task alternating sends and gets writes an uncompressed frame
+itself with the socket's ``send`` (which raises having sent nothing, or
+says what it sent). Anything else joins the
 connection's outgoing queue, which the writer task hands to the stream a
 batch at a time (on TLS, many frames then share one ``send_all`` and few
 records). The queue plays the part of a socket's send buffer: a send waits,
@@ -388,7 +391,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
         Returns once the frame is handed to the transport or queued for it
         (like a socket's send buffer); waits while more than 64 KiB of
-        frames are queued. If cancelled, nothing was
+        frames are queued (on a plain SocketStream without raw descriptors,
+        possibly for a full kernel buffer, as a socket send would). If cancelled, nothing was
         sent and the connection stays usable: a send is never half done.
 
         :raises ConnectionClosed: if the connection is closed or closing.

@@ -184,11 +184,15 @@ async def test_concurrent_getters_are_served_in_arrival_order(
     assert got == {"first": "1", "second": "2"}
 
 
+@pytest.mark.parametrize("checkpoints_after_a_send", [None, 0, 1, 2, 3])
 async def test_aclose_from_another_task_wakes_a_reading_getter(
-    nursery: trio.Nursery, tcp_pair: tuple[WebSocketConnection, RawPeer]
+    nursery: trio.Nursery, tcp_pair: tuple[WebSocketConnection, RawPeer],
+    checkpoints_after_a_send: int | None,
 ) -> None:
     # The peer answers the close only after the getter has given up: the
     # getter must not wait for the peer's answer to learn of the close.
+    # Whatever the writer is doing then (a send just before aclose() may
+    # still be in the stream's send_all) makes no difference.
     ws, peer = tcp_pair
     ready = trio.Event()
     gave_up = trio.Event()
@@ -201,6 +205,11 @@ async def test_aclose_from_another_task_wakes_a_reading_getter(
         gave_up.set()
 
     async def closer() -> None:
+        if checkpoints_after_a_send is not None:
+            await ws.send_message("reply")
+            await ws.send_message("reply")  # a second send in a row goes through the writer
+            for _ in range(checkpoints_after_a_send):
+                await trio.lowlevel.checkpoint()
         await ws.aclose(4002, "leaving")
         closed_done.set()
 
@@ -209,6 +218,9 @@ async def test_aclose_from_another_task_wakes_a_reading_getter(
         await ready.wait()
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(closer)
+        if checkpoints_after_a_send is not None:
+            assert await peer.next_event() == TextMessage("reply")
+            assert await peer.next_event() == TextMessage("reply")
         assert await peer.next_event() == CloseConnection(4002, "leaving")
         await gave_up.wait()
         assert not closed_done.is_set()  # still waiting for the peer's answer

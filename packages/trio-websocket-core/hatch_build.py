@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,14 @@ class SpeedupsHook(BuildHookInterface):  # type: ignore[type-arg]
         """Compile before hatchling collects the files; on failure, change nothing."""
         root = Path(self.root)
         if version == "editable":
-            # An editable install imports from src/: no module an earlier one
-            # compiled there may outlive this one.
-            for stale in (root / "src" / PACKAGE).glob("_speedups.*"):
-                if stale.suffix in (".so", ".pyd"):
-                    stale.unlink()
+            # An editable install imports from src/: the module an earlier one
+            # compiled there for this interpreter may not outlive this one.
+            # (Other interpreters' modules beside it are theirs.)
+            stale = root / "src" / PACKAGE / f"_speedups{sysconfig.get_config_var('EXT_SUFFIX')}"
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError as error:  # e.g. loaded by a running Python on Windows
+                self.app.display_warning(f"could not remove {stale} ({error})")
         if os.environ.get("TRIO_WEBSOCKET_PURE_PYTHON"):
             self.app.display_info("TRIO_WEBSOCKET_PURE_PYTHON is set: a pure-Python wheel")
             return
@@ -72,7 +76,8 @@ def _compile(source: Path, scratch: Path) -> Path:
     from setuptools.command.build_ext import build_ext
 
     extension = Extension(f"{PACKAGE}._speedups", [str(source)],
-                          extra_compile_args=[] if sys.platform == "win32" else ["-O3"])
+                          # No debug information: it would carry the scratch paths.
+                          extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-g0"])
     command = build_ext(Distribution({"name": PACKAGE, "ext_modules": [extension]}))
     command.build_lib = str(scratch / "lib")
     command.build_temp = str(scratch / "temp")

@@ -177,8 +177,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._writer_scope: trio.CancelScope | None = None  # the writer task's, once started
         self._writer_parked: trio.lowlevel.Task | None = None  # it sleeps until frames come
         self._sending_inline = False  # a sender writes a plain SocketStream (_send_inline)
-        # The task whose last call here was a send it wrote itself.
-        self._inline_task: trio.lowlevel.Task | None = None
+        # The id() of the task whose last call here was a send it wrote itself
+        # (not the task: that would keep a finished one and its context alive).
+        self._inline_task = 0
         self._room: trio.lowlevel.ParkingLot | None = None  # tasks waiting for the queue
         # Payloads of pings not answered yet, oldest first (None: none owed).
         self._owed_pongs: list[bytes] | None = None
@@ -291,8 +292,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             message is left.
         """
         await spend(1)
-        if self._inline_task is not None and self._inline_task is trio.lowlevel.current_task():
-            self._inline_task = None  # it alternates: its next send may write itself
+        if self._inline_task and self._inline_task == id(trio.lowlevel.current_task()):
+            self._inline_task = 0  # it alternates: its next send may write itself
         inbox = self._inbox
         try:
             try:
@@ -429,8 +430,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             # those frames. An uncompressed frame moved no state
             # the peer depends on, so one dropped when the send is cancelled
             # means the send did nothing.
-            task = trio.lowlevel.current_task()
-            if self._inline_task is not task:
+            task = id(trio.lowlevel.current_task())
+            if self._inline_task != task:
                 self._inline_task = task
                 await self._send_inline(frame)
                 return
@@ -598,6 +599,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 FrameProtocol.release(frame)  # all sent, or none (cancelled)
             if self._outgoing and not self._broken:
                 self._wake_writer()
+            if self._room is not None:
+                self._room.unpark_all()  # _drain may wait for this send
 
     def _put(self, frame: Frame) -> None:
         """Write bytes (encrypted, on TLS) now if the kernel takes them, else queue them."""
@@ -716,14 +719,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         return _SUCCEEDED
 
     async def _drain(self) -> None:
-        """Wait until the writer task has handed every queued frame to the stream.
+        """Wait until every queued frame, and one a sender writes itself, is handed on.
 
         For the last frames (a close frame) before the transport closes. A
         peer that reads nothing for ``CLOSE_EOF_TIMEOUT`` seconds (no piece
         of up to 256 KiB goes out) would hold it forever: the connection is
         then aborted.
         """
-        while self._outgoing_size and not self._broken:
+        while (self._outgoing_size or self._sending_inline) and not self._broken:
             with trio.move_on_after(CLOSE_EOF_TIMEOUT) as waited:
                 await self._until_progress()
             if waited.cancelled_caught:
@@ -754,7 +757,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             with self._reader_scope:
                 try:
                     await self._read()
-                    if self._outgoing_size:
+                    if self._outgoing_size or self._sending_inline:
                         await self._drain()  # our last frames go out before the transport closes
                 except ConnectionClosed:
                     pass  # a write failed and aborted the connection
@@ -961,7 +964,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._send(protocol.close(code, reason))
         if not protocol.client:
             return False  # the closing handshake is complete: the server closes TCP first
-        if self._outgoing_size:
+        if self._outgoing_size or self._sending_inline:
             await self._drain()  # our answer goes out before the wait for EOF starts
         # RFC 6455 7.1.1: a client waits for the server's EOF, within a bound.
         self._reader_scope.deadline = min(self._reader_scope.deadline,

@@ -869,6 +869,14 @@ NO_OFFER: dict[str, Any] = {"compression": None}
                  id="101-control-byte"),
     pytest.param(switching(status_line=b"HTTP/1.0 101 Switching Protocols"), "hold", {},
                  HandshakeError, id="101-from-HTTP-1.0"),
+    # Found by the handshake fuzzer: an interim answer, then a 101 whose header
+    # holds a byte that is not ASCII (wsproto raised UnicodeDecodeError). We
+    # never ask for an interim answer (no Expect: 100-continue), so one is an error.
+    pytest.param(lambda key: b"HTTP/1.1 100 Continue\r\n\r\n" + switching(
+                     add=(b"Sec-WebSocket-Extensions: \xa8",))(key), "hold", DEFLATE_OFFER,
+                 HandshakeError, id="100-then-101-with-non-ascii-header"),
+    pytest.param(b"HTTP/1.1 100 Continue\r\n\r\n", "hold", {}, HandshakeError,
+                 id="100-alone"),
     pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "hold", {}, HandshakeError,
                  id="not-http-at-all"),
     # A TLS server's alert to a plain-text client: no blank line would ever come.

@@ -101,7 +101,11 @@ async def _handshake(
             raise ConnectionFailed.wrap(exc.__cause__, host) from exc.__cause__
         raise HandshakeError(f"connection lost during the opening handshake: {exc!r}") from exc
     head, rest = await receive_http_head(stream)
-    if status_of(head) == 101:
+    status = status_of(head)
+    if 100 <= status < 200 and status != 101:
+        # We never ask for one (no Expect: 100-continue), so it answers nothing of ours.
+        raise HandshakeError(f"unexpected interim response: HTTP {status}")
+    if status == 101:
         accepted = check_accept(head, key, subprotocols, compression)
         protocol = FrameProtocol(True, accepted.deflate, max_message_size)
         protocol.receive_data(rest)  # frames the server sent right behind the handshake
@@ -119,7 +123,7 @@ async def _handshake(
     try:
         ws.receive_data(head)
         response = next(ws.events(), None)
-    except RemoteProtocolError as exc:
+    except (RemoteProtocolError, ValueError) as exc:  # ValueError: e.g. bytes that are not ASCII
         raise HandshakeError(f"invalid handshake response: {exc}") from exc
     if isinstance(response, RejectConnection):
         body = b""
@@ -146,7 +150,7 @@ async def _rejection_body(
                     body += event.data
                     if event.body_finished:
                         return bytes(body)
-        except RemoteProtocolError:
+        except (RemoteProtocolError, ValueError):
             return bytes(body)
         if len(body) >= limit:
             return bytes(body)

@@ -332,7 +332,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             # cancels this scope (a cancelled receive_some took nothing), and
             # the reader takes the socket back for the closing handshake. The
             # raw path is woken with notify_closing instead (see aclose()): a
-            # scope costs ~7 us in trio 0.35 (measured here), a tenth of a round trip there.
+            # scope costs ~7 us in trio 0.35, a tenth of a round trip there.
             mine: Any = _NO_MESSAGE
             with trio.CancelScope() as self._getter_scope:
                 mine = await self._getter_reads()
@@ -408,9 +408,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
         Returns once the frame is handed to the transport or queued for it
         (like a socket's send buffer); waits while more than 64 KiB of
-        frames are queued (on a plain SocketStream without raw descriptors,
-        possibly for a full kernel buffer, as a socket send would). If cancelled, nothing was
-        sent and the connection stays usable: a send is never half done.
+        frames are queued, or (a plain SocketStream without raw descriptors)
+        for a full kernel buffer, as a socket send would. If cancelled,
+        nothing was sent and the connection stays usable: a send is never
+        half done.
 
         :raises ConnectionClosed: if the connection is closed or closing.
         :raises TypeError: for anything but ``str`` or bytes-like.
@@ -438,9 +439,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
             # and its answer) writes itself, sparing the writer task's switch.
             # One that sends again without getting in between streams, as
             # does a peer whose messages queue up, and the writer task batches
-            # those frames. An uncompressed frame moved no state
-            # the peer depends on, so one dropped when the send is cancelled
-            # means the send did nothing.
+            # those frames. An uncompressed frame moved no state the peer
+            # depends on, so one dropped when the send is cancelled means the
+            # send did nothing.
             task = id(trio.lowlevel.current_task())
             if self._inline_task != task:
                 self._inline_task = task

@@ -176,6 +176,11 @@ class Terminal:
         assert match is not None
         return int(match.group(1))
 
+    async def ended(self, window: str, status: int) -> str:
+        """The window's whole screen once its program exited, having checked the status."""
+        assert await self.exit_status(window) == status
+        return await self.screen(window)
+
     async def close(self) -> None:
         if self.started:
             await self._tmux("kill-server")
@@ -266,8 +271,7 @@ async def test_typed_lines_come_back_and_ctrl_d_closes(terminal: Terminal) -> No
     # Ctrl-D on an empty line ends the input; nothing is on its way, so the client
     # closes at once (at a terminal it does not linger).
     await terminal.press(client, "C-d")
-    assert await terminal.exit_status(client) == 0
-    screen = await terminal.screen(client)
+    screen = await terminal.ended(client, 0)
     # The empty prompt line is cleared on the way out.
     assert screen.splitlines()[-3:] == [
         "< été 🌍", "Connection closed: 1000 (NORMAL_CLOSURE).", "[exit status 0]"]
@@ -292,8 +296,7 @@ async def test_ctrl_d_mid_line_sends_the_line_and_waits_for_replies(
     # with --linger, the reply still on its way is printed.
     await terminal.type(client, "last words")
     await terminal.press(client, "C-d")
-    assert await terminal.exit_status(client) == 0
-    screen = await terminal.screen(client)
+    screen = await terminal.ended(client, 0)
     assert screen.splitlines()[-4:] == [
         "> last words", "< last words",
         "Connection closed by the server: 1000 (NORMAL_CLOSURE).", "[exit status 0]"]
@@ -307,8 +310,7 @@ async def test_ctrl_c_on_the_client_closes_cleanly(terminal: Terminal) -> None:
     await terminal.wait_for(client, "> ")
     await terminal.type(client, "never sent")
     await terminal.press(client, "C-c")
-    assert await terminal.exit_status(client) == EXIT_INTERRUPTED
-    screen = await terminal.screen(client)
+    screen = await terminal.ended(client, EXIT_INTERRUPTED)
     assert screen.splitlines()[-3:] == ["Closing the connection (Ctrl-C again drops it).",
                                         "Connection closed: 1000 (NORMAL_CLOSURE).",
                                         "[exit status 130]"]
@@ -335,8 +337,7 @@ async def test_ctrl_c_while_connecting_gives_up_at_once(
     with trio.fail_after(PATIENCE):
         await asked.wait()
     await terminal.press(client, "C-c")
-    assert await terminal.exit_status(client) == EXIT_INTERRUPTED
-    screen = await terminal.screen(client)
+    screen = await terminal.ended(client, EXIT_INTERRUPTED)
     assert screen.splitlines()[-2:] == ["Interrupted.", "[exit status 130]"]
 
 
@@ -350,8 +351,7 @@ async def test_a_second_ctrl_c_drops_a_connection_the_server_does_not_close(
     await terminal.press(client, "C-c")
     await terminal.wait_for(client, "Closing the connection (Ctrl-C again drops it).")
     await terminal.press(client, "C-c")
-    assert await terminal.exit_status(client) == EXIT_INTERRUPTED
-    screen = await terminal.screen(client)
+    screen = await terminal.ended(client, EXIT_INTERRUPTED)
     assert screen.splitlines()[-3:] == ["Closing the connection (Ctrl-C again drops it).",
                                         "Interrupted; connection dropped.",
                                         "[exit status 130]"]
@@ -368,8 +368,7 @@ async def test_ctrl_c_after_ctrl_d_drops_a_connection_the_server_does_not_close(
     hint = "Waiting for the server to answer the close (Ctrl-C drops the connection)."
     await terminal.wait_for(client, hint)
     await terminal.press(client, "C-c")
-    assert await terminal.exit_status(client) == EXIT_INTERRUPTED
-    screen = await terminal.screen(client)
+    screen = await terminal.ended(client, EXIT_INTERRUPTED)
     assert screen.splitlines()[-3:] == [hint, "Interrupted; connection dropped.",
                                         "[exit status 130]"]
 
@@ -505,8 +504,7 @@ async def test_output_at_a_terminal_with_piped_input(
     client = await terminal.start("client", [url, "--linger", "30"], stdin=lines)
     # No prompt and no cursor codes, but nothing the server sends can drive the terminal;
     # the replies still on their way when the input ended are printed.
-    assert await terminal.exit_status(client) == 0
-    screen = await terminal.screen(client)
+    screen = await terminal.ended(client, 0)
     assert screen.splitlines() == [f"Connected to {url}.", "look\\x1b[2J\\u202e", "one",
                                    "two", "Connection closed by the server: 1000 (NORMAL_CLOSURE).",
                                    "[exit status 0]"]
@@ -517,8 +515,7 @@ async def test_connection_refused_in_a_terminal(terminal: Terminal) -> None:
     with refused_port() as sock:
         url = f"ws://{HOST}:{sock.getsockname()[1]}/"
         client = await terminal.start("client", [url])
-        assert await terminal.exit_status(client) == 1
-    screen = await terminal.screen(client)
+        screen = await terminal.ended(client, 1)
     assert screen.startswith(f"python -m trio_websocket: cannot connect to {url}: ")
     assert "Connection refused" in screen.splitlines()[0]
     assert "Traceback" not in screen

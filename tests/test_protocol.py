@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import struct
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,23 +22,17 @@ from trio_websocket_core._protocol import (
     FrameProtocol,
 )
 
-# Every way of masking this install has: pure Python always, and the C
-# accelerator when the core was built with a compiler (test_mask_selection
-# checks that it is then the one in use).
-MASKERS = {"python": (_mask.mask_python, _mask.mask_in_place_python, _mask.xor_python)}
-if _mask.ACCELERATED:
-    from trio_websocket_core import _speedups
-
-    MASKERS["c"] = (_speedups.mask, _speedups.mask_in_place, _speedups.xor)
+from .fuzz.checks import MASKERS, use_masker
 
 
+# Every way of masking this install has (tests/fuzz/checks.py): pure Python
+# always, and the C accelerator when the core was built with a compiler
+# (test_mask_selection_prefers_the_accelerator checks it is then the one in use).
 @pytest.fixture(params=list(MASKERS))
-def masker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def masker(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run the test with each masking implementation in turn."""
-    for name, function in zip(("mask", "mask_in_place", "xor"), MASKERS[request.param],
-                              strict=True):
-        monkeypatch.setattr(_mask, name, function)
-    return str(request.param)
+    with use_masker(request.param):
+        yield str(request.param)
 
 
 def test_mask_selection_prefers_the_accelerator() -> None:
